@@ -1,0 +1,35 @@
+"""Catalog backends. The only package that speaks SQL to the embedded catalog (or HTTP to Nessie)."""
+
+from __future__ import annotations
+
+from target_iceberg_nessie.catalogs.base import (
+    Checkpoint,
+    CheckpointCatalog,
+    CommitResult,
+    CommittedState,
+    TableChange,
+)
+from target_iceberg_nessie.errors import ConfigError
+
+CATALOG_TYPES = ("sql",)
+
+
+def open_catalog(catalog_type: str, *, name: str, uri: str, warehouse: str) -> CheckpointCatalog:
+    """Open the catalog a target (or a reader of its tables) is configured for."""
+    if catalog_type == "sql":
+        from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - keeps SQLAlchemy off other paths
+
+        return EmbeddedCatalog(name=name, uri=uri, warehouse=warehouse)
+    msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
+    raise ConfigError(msg)
+
+
+__all__ = [
+    "CATALOG_TYPES",
+    "Checkpoint",
+    "CheckpointCatalog",
+    "CommitResult",
+    "CommittedState",
+    "TableChange",
+    "open_catalog",
+]

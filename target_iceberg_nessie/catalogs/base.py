@@ -1,0 +1,129 @@
+"""What every catalog offers the target: load and stage tables, commit a checkpoint atomically.
+
+A checkpoint is ONE atomic catalog operation that moves every touched table to its new metadata
+and records the pipeline's Singer state with it (DESIGN.md, exactly-once protocol).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.io.pyarrow import pyarrow_to_schema
+from pyiceberg.schema import Schema
+from pyiceberg.table import CreateTableTransaction, Table
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.typedef import Identifier
+
+
+_FIELD_ID = b"PARQUET:field_id"
+
+
+def _with_ids(data_type: pa.DataType, next_id: list[int]) -> pa.DataType:
+    if pa.types.is_struct(data_type):
+        return pa.struct([_field_with_id(data_type.field(i), next_id) for i in range(data_type.num_fields)])
+    if pa.types.is_list(data_type):
+        return pa.list_(_field_with_id(data_type.value_field, next_id))
+    return data_type
+
+
+def _field_with_id(field: pa.Field, next_id: list[int]) -> pa.Field:
+    next_id[0] += 1
+    metadata = {**(field.metadata or {}), _FIELD_ID: str(next_id[0]).encode()}
+    return pa.field(field.name, _with_ids(field.type, next_id), nullable=True, metadata=metadata)
+
+
+def arrow_to_iceberg_schema(schema: pa.Schema) -> Schema:
+    """An Iceberg schema for Arrow columns; ids are placeholders (new table metadata reassigns them)."""
+    next_id = [0]
+    return pyarrow_to_schema(pa.schema([_field_with_id(f, next_id) for f in schema]))
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """One table's part of a checkpoint: from `base_location` (None = new table) to `metadata`."""
+
+    identifier: Identifier
+    base_location: str | None
+    metadata: TableMetadata
+    base_updated_ms: int = 0  # last-updated-ms of the base metadata, for the metadata log
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The ids and state a checkpoint commits; `batch_id` is unique per pipeline and run."""
+
+    pipeline_id: str
+    run_id: str
+    batch_seq: int
+    state: Mapping[str, Any] | None
+    streams: tuple[str, ...] = ()
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_id(self) -> str:
+        return f"{self.run_id}:{self.batch_seq}"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """Where a checkpoint landed: a commit id (SQL: the batch id; Nessie: the commit hash)."""
+
+    commit_id: str
+    metadata_locations: Mapping[Identifier, str]
+    already_committed: bool = False  # found in the log after an ambiguous outcome
+
+
+@dataclass(frozen=True)
+class CommittedState:
+    """The last checkpoint a pipeline committed: the source of truth for its Singer state."""
+
+    pipeline_id: str
+    run_id: str
+    batch_id: str
+    commit_id: str
+    state: Mapping[str, Any] | None
+    committed_at: str
+    tables: Sequence[str] = ()
+
+
+class CheckpointCatalog(abc.ABC):
+    """The catalog operations the target needs. Implementations live in this package only."""
+
+    name: str
+
+    @abc.abstractmethod
+    def load_table(self, identifier: Identifier) -> Table | None:
+        """The committed table, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def stage_create(
+        self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
+    ) -> CreateTableTransaction:
+        """A transaction for a table that becomes visible only when its checkpoint commits."""
+
+    @abc.abstractmethod
+    def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:
+        """Commit all `changes` and the checkpoint's state atomically, or nothing.
+
+        Raises CommitConflictError when a table moved since it was loaded (the caller reloads and
+        re-applies), RetriableError when the outcome could not be settled.
+        """
+
+    @abc.abstractmethod
+    def committed_state(self, pipeline_id: str) -> CommittedState | None:
+        """The state of the pipeline's last committed checkpoint."""
+
+    @abc.abstractmethod
+    def list_tables(self, namespace: Identifier) -> list[Identifier]:
+        """Tables directly in `namespace`."""
+
+    @abc.abstractmethod
+    def list_namespaces(self) -> list[Identifier]:
+        """Every namespace, at any depth."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most catalogs hold nothing to release
+        """Release connections."""

@@ -1,0 +1,157 @@
+"""Checkpoints: flush every stream, commit all touched tables and the Singer state atomically,
+then emit the state, then persist it to the platform's state store — in that order, always.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pyiceberg.io import load_file_io
+
+from target_iceberg_nessie import properties as props
+from target_iceberg_nessie.catalogs import Checkpoint, CheckpointCatalog, CommitResult
+from target_iceberg_nessie.errors import CommitConflictError
+from target_iceberg_nessie.settings import TargetSettings
+from target_iceberg_nessie.sink import IcebergSink
+from target_iceberg_nessie.state_store import StateStore
+
+_BACKOFF_BASE_SECONDS = 0.2
+_BACKOFF_MAX_SECONDS = 5.0
+
+
+class CommitCoordinator:
+    """Owns the checkpoint sequence of one run of one pipeline."""
+
+    def __init__(
+        self,
+        settings: TargetSettings,
+        catalog: CheckpointCatalog,
+        state_store: StateStore,
+        emit_state: Callable[[Mapping[str, Any]], None],
+        logger: logging.Logger,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.state_store = state_store
+        self.emit_state = emit_state
+        self.logger = logger
+        self.batch_seq = 0
+        self.commits = 0
+        self.last_commit_id: str | None = None
+        self._emitted_state: Mapping[str, Any] | None = None
+        self.last_checkpoint_at = time.monotonic()
+
+    def _state_properties(self, checkpoint: Checkpoint) -> dict[str, str]:
+        if checkpoint.state is None:
+            return {}
+        encoded = json.dumps(checkpoint.state, separators=(",", ":"), sort_keys=True)
+        if len(encoded.encode()) <= props.INLINE_STATE_MAX_BYTES:
+            return {props.SINGER_STATE: encoded}
+        location = (
+            f"{self.settings.warehouse.rstrip('/')}/_ingest/state/{self.settings.pipeline_id}/"
+            f"{checkpoint.batch_id.replace(':', '-')}.json"
+        )
+        output = load_file_io({}, location).new_output(location)
+        with output.create(overwrite=True) as handle:
+            handle.write(encoded.encode())
+        return {props.SINGER_STATE_LOCATION: location}
+
+    def checkpoint(self, sinks: Iterable[IcebergSink], state: Mapping[str, Any] | None, reason: str) -> bool:
+        """Commit what is staged with `state`. Returns False when there was nothing to commit."""
+        sinks = list(sinks)
+        for sink in sinks:
+            sink.flush()
+        touched = [sink for sink in sinks if sink.has_changes]
+        if not touched and (state is None or state == self._emitted_state):
+            return False
+        self.batch_seq += 1
+        checkpoint = Checkpoint(
+            pipeline_id=self.settings.pipeline_id,
+            run_id=self.settings.run_id,
+            batch_seq=self.batch_seq,
+            state=state,
+            streams=tuple(sink.stream for sink in touched),
+            summary={sink.table_name: {"rows": sink.staged_rows} for sink in touched},
+        )
+        snapshot_properties = {
+            props.PIPELINE_ID: checkpoint.pipeline_id,
+            props.RUN_ID: checkpoint.run_id,
+            props.BATCH_ID: checkpoint.batch_id,
+            props.BATCH_SEQ: str(checkpoint.batch_seq),
+            **self._state_properties(checkpoint),
+        }
+        started = time.perf_counter()
+        result = self._commit_with_retries(touched, checkpoint, snapshot_properties)
+        for sink in touched:
+            snapshot = result.snapshot_ids.get(sink.identifier)
+            sink.committed(snapshot)
+        self.commits += 1
+        self.last_commit_id = result.commit.commit_id
+        self.last_checkpoint_at = time.monotonic()
+        self.logger.info(
+            "checkpoint %s committed (%s): %d table(s), %d row(s) in %.3fs",
+            checkpoint.batch_id,
+            reason,
+            len(touched),
+            sum(checkpoint.summary[s.table_name]["rows"] for s in touched),
+            time.perf_counter() - started,
+        )
+        if state is not None and state != self._emitted_state:
+            self.emit_state(state)
+            self._emitted_state = state
+        self.state_store.write(
+            self.settings.tenant,
+            self.settings.pipeline_id,
+            {
+                "tenant": self.settings.tenant,
+                "pipeline_id": checkpoint.pipeline_id,
+                "run_id": checkpoint.run_id,
+                "batch_id": checkpoint.batch_id,
+                "commit": {
+                    "catalog_type": self.settings.catalog_type,
+                    "catalog_name": self.catalog.name,
+                    "commit_id": result.commit.commit_id,
+                    "tables": {".".join(k): v for k, v in result.commit.metadata_locations.items()},
+                },
+                "state": state,
+                "committed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            },
+        )
+        return True
+
+    def _commit_with_retries(
+        self, touched: list[IcebergSink], checkpoint: Checkpoint, snapshot_properties: Mapping[str, str]
+    ) -> _Committed:
+        attempt = 0
+        while True:
+            changes = [sink.table_change(snapshot_properties) for sink in touched]
+            try:
+                commit = self.catalog.commit_checkpoint(changes, checkpoint)
+            except CommitConflictError as conflict:
+                attempt += 1
+                if attempt > self.settings.commit_retries:
+                    msg = f"batch {checkpoint.batch_id} still conflicts after {attempt - 1} retries: {conflict}"
+                    raise CommitConflictError(msg) from conflict
+                delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+                self.logger.warning("commit conflict (%s); re-applying in %.1fs", conflict, delay)
+                time.sleep(delay)
+                for sink in touched:
+                    sink.prepare_retry()
+                continue
+            snapshot_ids = {
+                change.identifier: change.metadata.current_snapshot_id
+                for change in changes
+                if change.metadata.current_snapshot_id is not None
+            }
+            return _Committed(commit, snapshot_ids)
+
+
+class _Committed:
+    def __init__(self, commit: CommitResult, snapshot_ids: Mapping[Any, int | None]) -> None:
+        self.commit = commit
+        self.snapshot_ids = snapshot_ids

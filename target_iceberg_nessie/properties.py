@@ -1,0 +1,21 @@
+"""Property keys the target writes into snapshot summaries, table properties and the catalog.
+
+Every key the platform reads back is declared here once; see docs/target.md for their meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PIPELINE_ID: Final = "ingest.pipeline-id"
+RUN_ID: Final = "ingest.run-id"
+BATCH_ID: Final = "ingest.batch-id"
+BATCH_SEQ: Final = "ingest.batch-seq"
+STREAM: Final = "ingest.stream"
+SINGER_STATE: Final = "ingest.singer-state"
+SINGER_STATE_LOCATION: Final = "ingest.singer-state-location"
+TENANT: Final = "ingest.tenant"
+WRITER: Final = "ingest.writer"
+
+# Singer state at most this large (bytes of JSON) is kept inline; larger state goes to a file.
+INLINE_STATE_MAX_BYTES: Final = 8192

@@ -1,0 +1,192 @@
+"""The target's settings: declared once (JSON Schema for `--about` and Meltano), read once, typed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from singer_sdk import typing as th
+
+from target_iceberg_nessie.catalogs import CATALOG_TYPES
+from target_iceberg_nessie.errors import ConfigError
+from target_iceberg_nessie.naming import sanitize_name
+
+CATALOG_TYPE: Final = "catalog_type"
+CATALOG_NAME: Final = "catalog_name"
+CATALOG_URI: Final = "catalog_uri"
+WAREHOUSE: Final = "warehouse"
+TENANT: Final = "tenant"
+NAMESPACE: Final = "namespace"
+PIPELINE_ID: Final = "pipeline_id"
+RUN_ID: Final = "run_id"
+STATE_DIR: Final = "state_dir"
+BATCH_MAX_RECORDS: Final = "batch_max_records"
+BATCH_MAX_BYTES: Final = "batch_max_bytes"
+BATCH_MAX_AGE_SECONDS: Final = "batch_max_age_seconds"
+MICROBATCH_RECORDS: Final = "microbatch_records"
+MICROBATCH_SECONDS: Final = "microbatch_seconds"
+PARQUET_COMPRESSION: Final = "parquet_compression"
+COMMIT_RETRIES: Final = "commit_retries"
+
+CONFIG_SCHEMA: Final = th.PropertiesList(
+    th.Property(
+        CATALOG_TYPE,
+        th.StringType(allowed_values=list(CATALOG_TYPES)),
+        default="sql",
+        description="Catalog backend. `sql`: the embedded catalog (pyiceberg SqlCatalog, SQLite by default).",
+    ),
+    th.Property(
+        CATALOG_NAME, th.StringType, default="ingest", description="Catalog name recorded in the catalog tables."
+    ),
+    th.Property(
+        CATALOG_URI,
+        th.StringType,
+        secret=True,  # a database URL may carry a password
+        description="SQLAlchemy URL of the embedded catalog database. "
+        "Default: sqlite:///<project>/.lake/catalog.db (project = $MELTANO_PROJECT_ROOT or the working dir).",
+    ),
+    th.Property(
+        WAREHOUSE,
+        th.StringType,
+        description="Where table data and metadata live: a local folder or file:// URI. "
+        "Default: <project>/.lake/warehouse.",
+    ),
+    th.Property(TENANT, th.StringType, default="default", description="Tenant id; the first namespace level."),
+    th.Property(
+        NAMESPACE, th.StringType, default="raw", description="Namespace under the tenant that tables go into."
+    ),
+    th.Property(
+        PIPELINE_ID,
+        th.StringType,
+        description="Id of the pipeline (tenant + job) whose state the checkpoints carry. "
+        "Default: <tenant>.<namespace>.",
+    ),
+    th.Property(RUN_ID, th.StringType, description="Id of this run. Default: generated (UTC time + random)."),
+    th.Property(
+        STATE_DIR,
+        th.StringType,
+        description="Platform state store root; the committed state goes to "
+        "<state_dir>/<tenant>/<pipeline_id>/state.json. Default: <project>/.state.",
+    ),
+    th.Property(
+        BATCH_MAX_RECORDS,
+        th.IntegerType,
+        default=250_000,
+        description="A stream's buffered records are written to a staged Parquet file at this count.",
+    ),
+    th.Property(
+        BATCH_MAX_BYTES,
+        th.IntegerType,
+        default=128 * 1024 * 1024,
+        description="... or when its buffered input reaches this many bytes (bounds memory per stream).",
+    ),
+    th.Property(
+        BATCH_MAX_AGE_SECONDS,
+        th.NumberType,
+        default=300,
+        description="... or when its oldest buffered record is this old.",
+    ),
+    th.Property(
+        MICROBATCH_RECORDS,
+        th.IntegerType,
+        default=0,
+        description="Commit a checkpoint every N records even without a STATE message (0: off).",
+    ),
+    th.Property(
+        MICROBATCH_SECONDS,
+        th.NumberType,
+        default=0,
+        description="Commit a checkpoint every T seconds even without a STATE message (0: off).",
+    ),
+    th.Property(
+        PARQUET_COMPRESSION,
+        th.StringType(allowed_values=["zstd", "snappy", "gzip", "lz4", "none"]),
+        default="zstd",
+        description="Parquet compression codec of data files.",
+    ),
+    th.Property(
+        COMMIT_RETRIES,
+        th.IntegerType,
+        default=5,
+        description="How often a checkpoint that conflicts with another writer is re-applied.",
+    ),
+).to_dict()
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("MELTANO_PROJECT_ROOT") or Path.cwd())
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def _positive(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, int | float) or value < 0:
+        msg = f"setting '{key}' must be a number >= 0, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    catalog_type: str
+    catalog_name: str
+    catalog_uri: str
+    warehouse: str
+    tenant: str
+    namespace: str
+    pipeline_id: str
+    run_id: str
+    state_dir: Path
+    batch_max_records: int
+    batch_max_bytes: int
+    batch_max_age_seconds: float
+    microbatch_records: int
+    microbatch_seconds: float
+    parquet_compression: str
+    commit_retries: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
+        root = project_root()
+        lake = root / ".lake"
+        tenant = sanitize_name(str(config.get(TENANT) or "default"), what="tenant")
+        namespace = sanitize_name(str(config.get(NAMESPACE) or "raw"), what="namespace")
+        warehouse = str(config.get(WAREHOUSE) or lake / "warehouse")
+        if "://" not in warehouse:
+            warehouse = str(Path(warehouse).expanduser().resolve())
+            Path(warehouse).mkdir(parents=True, exist_ok=True)
+        catalog_uri = str(config.get(CATALOG_URI) or f"sqlite:///{lake / 'catalog.db'}")
+        if catalog_uri.startswith("sqlite:///"):
+            Path(catalog_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        pipeline_id = str(config.get(PIPELINE_ID) or f"{tenant}.{namespace}")
+        if "/" in pipeline_id or ".." in pipeline_id or not pipeline_id.strip():
+            msg = f"setting 'pipeline_id' must not contain '/' or '..', got {pipeline_id!r}"
+            raise ConfigError(msg)
+        return cls(
+            catalog_type=str(config.get(CATALOG_TYPE) or "sql"),
+            catalog_name=str(config.get(CATALOG_NAME) or "ingest"),
+            catalog_uri=catalog_uri,
+            warehouse=warehouse,
+            tenant=tenant,
+            namespace=namespace,
+            pipeline_id=pipeline_id,
+            run_id=str(config.get(RUN_ID) or new_run_id()),
+            state_dir=Path(str(config.get(STATE_DIR) or root / ".state")).expanduser(),
+            batch_max_records=max(1, int(_positive(config, BATCH_MAX_RECORDS, 250_000))),
+            batch_max_bytes=max(1, int(_positive(config, BATCH_MAX_BYTES, 128 * 1024 * 1024))),
+            batch_max_age_seconds=_positive(config, BATCH_MAX_AGE_SECONDS, 300),
+            microbatch_records=int(_positive(config, MICROBATCH_RECORDS, 0)),
+            microbatch_seconds=_positive(config, MICROBATCH_SECONDS, 0),
+            parquet_compression=str(config.get(PARQUET_COMPRESSION) or "zstd"),
+            commit_retries=int(_positive(config, COMMIT_RETRIES, 5)),
+        )
