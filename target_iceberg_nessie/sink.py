@@ -14,13 +14,14 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.exceptions import ValidationError
-from pyiceberg.io import load_file_io
+from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.schema import Schema
-from pyiceberg.table import CreateTableTransaction, Table, Transaction
+from pyiceberg.table import StagedTable, Table
 from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Identifier, Record
 
 from target_iceberg_nessie import properties as props
@@ -31,11 +32,12 @@ from target_iceberg_nessie.errors import CommitConflictError, SchemaEvolutionErr
 from target_iceberg_nessie.naming import table_identifier
 from target_iceberg_nessie.schema import StreamShape, stream_shape
 from target_iceberg_nessie.settings import TargetSettings
+from target_iceberg_nessie.snapshots import append_snapshot
 
 
 @dataclass
 class StreamTally:
-    """What a stream did in this run (for the metrics line and run metadata)."""
+    """What a stream did in this run (for the summary line and run metadata)."""
 
     records_read: int = 0
     rows_committed: int = 0
@@ -48,7 +50,7 @@ class StreamTally:
 class _Staged:
     files: list[DataFile] = field(default_factory=list)
     rows: int = 0
-    file_schema_ids: dict[str, int] = field(default_factory=dict)  # column path → field id used
+    field_ids: dict[str, int] = field(default_factory=dict)  # column path → field id the files use
 
 
 def _field_ids(schema: Schema) -> dict[str, int]:
@@ -71,11 +73,12 @@ class IcebergSink:
         self.numbers: list[int] = []
         self.buffered_bytes = 0
         self.first_buffered_at = 0.0
-        self._table: Table | None = None
-        self._tx: Transaction | CreateTableTransaction | None = None
+        self._base: Table | None = None  # the committed table (None: not created yet)
+        self._working: TableMetadata | None = None  # base + staged schema changes / creation
         self._dirty = False
         self._staged = _Staged()
         self._file_seq = 0
+        self._io: FileIO | None = None
         self.tally = StreamTally()
 
     # -- schema ------------------------------------------------------------------------------
@@ -100,45 +103,47 @@ class IcebergSink:
             "format-version": "2",
         }
 
-    def _working_tx(self, shape: StreamShape) -> Transaction | CreateTableTransaction:
-        if self._tx is None:
-            self._table = self.catalog.load_table(self.identifier)
-            if self._table is None:
-                self._tx = self.catalog.stage_create(
-                    self.identifier, shape.column_schema, self._table_properties()
-                )
-                self._dirty = True
-            else:
-                self._tx = self._table.transaction()
-        return self._tx
+    def _load(self, shape: StreamShape) -> TableMetadata:
+        """Working metadata from the committed table, or a new table's (then the sink is dirty)."""
+        self._base = self.catalog.load_table(self.identifier)
+        if self._base is None:
+            self._dirty = True
+            return self.catalog.new_table_metadata(self.identifier, shape.column_schema, self._table_properties())
+        return self._base.metadata
 
     def _evolve(self, shape: StreamShape) -> None:
-        tx = self._working_tx(shape)
-        before = tx.table_metadata.schema()
+        working = self._working if self._working is not None else self._load(shape)
+        io = self.io(working)
+        staged = StagedTable(
+            identifier=self.identifier,
+            metadata=working,
+            metadata_location=self._base.metadata_location if self._base else working.location,
+            io=io,
+            catalog=self.catalog.iceberg,
+        )
+        tx = staged.transaction()
         try:
             with tx.update_schema() as update:
                 update.union_by_name(shape.column_schema)
         except (ValidationError, ValueError) as error:
             raise SchemaEvolutionError(
                 f"{error}. Only new columns and safe widening (int→long, float→double, wider decimal, "
-                "required→optional) are applied automatically; to change a column's type, create a new "
-                "table (another namespace or stream name) or migrate this one",
+                "required→optional) are applied automatically; to change a column's type, load into a "
+                "new table (another namespace or stream name) or migrate this one",
                 stream=self.stream,
                 table=self.table_name,
             ) from None
-        if tx.table_metadata.schema() != before:
+        evolved = tx.table_metadata
+        if evolved.current_schema_id != working.current_schema_id:
             self._dirty = True
+        self._working = evolved
+
+    def io(self, metadata: TableMetadata) -> FileIO:
+        if self._io is None:
+            self._io = load_file_io(dict(metadata.properties), metadata.location)
+        return self._io
 
     # -- records -----------------------------------------------------------------------------
-
-    @property
-    def has_schema(self) -> bool:
-        return self.shape is not None
-
-    def is_full(self) -> bool:
-        return len(self.lines) >= self.settings.batch_max_records or (
-            self.buffered_bytes >= self.settings.batch_max_bytes
-        )
 
     def is_old(self, now: float) -> bool:
         return bool(self.lines) and now - self.first_buffered_at >= self.settings.batch_max_age_seconds
@@ -147,43 +152,42 @@ class IcebergSink:
         """Write buffered records to a staged Parquet file (not visible until committed)."""
         if not self.lines:
             return
-        assert self._decoder is not None and self._tx is not None
+        assert self._decoder is not None and self._working is not None
         lines, numbers = self.lines, self.numbers
         self.lines, self.numbers, self.buffered_bytes, self.first_buffered_at = [], [], 0, 0.0
         decoded = self._decoder.decode(lines, numbers)
-        metadata = self._tx.table_metadata
-        schema = metadata.schema()
+        schema = self._working.schema()
         conformed = conform_table(decoded, schema_to_pyarrow(schema), self.stream, numbers)
-        self._write_file(conformed, schema, metadata.location, metadata.properties, metadata.default_spec_id)
+        self._write_file(conformed, self._working)
         self.tally.records_read += len(lines)
 
-    def _write_file(
-        self, table: pa.Table, schema: Schema, location: str, properties: Mapping[str, str], spec_id: int
-    ) -> None:
+    def _write_file(self, table: pa.Table, metadata: TableMetadata) -> None:
         self._file_seq += 1
         name = f"{self.settings.run_id}-{self._file_seq:05d}-{uuid.uuid4().hex[:12]}.parquet"
-        path = load_location_provider(location, dict(properties)).new_data_location(name)
-        io = load_file_io({}, path)
-        output = io.new_output(path)
-        writer = FileFormatFactory.get(FileFormat.PARQUET).create_writer(output, schema, dict(properties))
+        properties = dict(metadata.properties)
+        path = load_location_provider(metadata.location, properties).new_data_location(name)
+        output = self.io(metadata).new_output(path)
+        schema = metadata.schema()
+        writer = FileFormatFactory.get(FileFormat.PARQUET).create_writer(output, schema, properties)
         with writer:
             writer.write(table)
         statistics = writer.result()
-        data_file = DataFile.from_args(
-            content=DataFileContent.DATA,
-            file_path=path,
-            file_format=FileFormat.PARQUET,
-            partition=Record(),
-            file_size_in_bytes=len(output),
-            sort_order_id=None,
-            spec_id=spec_id,
-            equality_ids=None,
-            key_metadata=None,
-            **statistics.to_serialized_dict(),
+        self._staged.files.append(
+            DataFile.from_args(
+                content=DataFileContent.DATA,
+                file_path=path,
+                file_format=FileFormat.PARQUET,
+                partition=Record(),
+                file_size_in_bytes=len(output),
+                sort_order_id=None,
+                spec_id=metadata.default_spec_id,
+                equality_ids=None,
+                key_metadata=None,
+                **statistics.to_serialized_dict(),
+            )
         )
-        self._staged.files.append(data_file)
         self._staged.rows += table.num_rows
-        self._staged.file_schema_ids.update(_field_ids(schema))
+        self._staged.field_ids.update(_field_ids(schema))
         self._dirty = True
 
     # -- checkpoint --------------------------------------------------------------------------
@@ -198,30 +202,28 @@ class IcebergSink:
 
     def table_change(self, snapshot_properties: Mapping[str, str]) -> TableChange:
         """This table's part of a checkpoint: its staged schema change and one append snapshot."""
-        assert self._tx is not None and self.shape is not None
-        tx = self._tx
+        assert self._working is not None
+        metadata = self._working
         if self._staged.files:
             summary = {**snapshot_properties, props.STREAM: self.stream}
-            with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-                for data_file in self._staged.files:
-                    append.append_data_file(data_file)
-        base = self._table
+            metadata = append_snapshot(metadata, self._staged.files, self.io(metadata), summary)
+        base = self._base
         return TableChange(
             identifier=self.identifier,
             base_location=base.metadata_location if base is not None else None,
-            metadata=tx.table_metadata,
+            metadata=metadata,
             base_updated_ms=base.metadata.last_updated_ms if base is not None else 0,
         )
 
     def prepare_retry(self) -> None:
         """After a conflict: reload the table and re-apply the schema; staged files are kept."""
         assert self.shape is not None
-        self._tx = None
+        self._working = None
         self._evolve(self.shape)
         self._dirty = True
-        assert self._tx is not None
-        now_ids = _field_ids(self._tx.table_metadata.schema())
-        moved = [name for name, fid in self._staged.file_schema_ids.items() if now_ids.get(name) != fid]
+        assert self._working is not None
+        now_ids = _field_ids(self._working.schema())
+        moved = [name for name, fid in self._staged.field_ids.items() if now_ids.get(name) != fid]
         if moved:
             msg = (
                 f"table {self.table_name} was changed by another writer so that columns {moved[:5]} have "
@@ -237,15 +239,14 @@ class IcebergSink:
         if snapshot_id is not None:
             self.tally.snapshot_ids.append(snapshot_id)
         self._staged = _Staged()
-        self._tx = None
         self._dirty = False
         if self.shape is not None:
-            self._working_tx(self.shape)
+            self._working = self._load(self.shape)
 
     def discard(self) -> None:
         """The checkpoint will never commit: delete its staged data files."""
         for data_file in self._staged.files:
             with contextlib.suppress(OSError):
-                load_file_io({}, data_file.file_path).delete(data_file.file_path)
+                (self._io or load_file_io({}, data_file.file_path)).delete(data_file.file_path)
         self._staged = _Staged()
         self.lines, self.numbers, self.buffered_bytes = [], [], 0

@@ -29,7 +29,8 @@ from target_iceberg_nessie.sink import IcebergSink
 from target_iceberg_nessie.state_store import StateStore
 
 # Most taps (singer-sdk, singer-python) write "type" then "stream" first; such lines skip decoding.
-_RECORD_PREFIXES = (b'{"type":"RECORD","stream":"', b'{"type": "RECORD", "stream": "')
+_RECORD_PREFIX = b'{"type":"RECORD","stream":"'
+_RECORD_PREFIX_SPACED = b'{"type": "RECORD", "stream": "'
 _TIME_CHECK_EVERY = 4096
 
 
@@ -44,6 +45,7 @@ class TargetIcebergNessie(Target):
     """Singer target that writes Apache Iceberg tables, committing each checkpoint atomically."""
 
     name = "target-iceberg-nessie"
+    package_name = "ingestion-platform"  # the distribution that ships this target
     config_jsonschema = CONFIG_SCHEMA
     sink_class = IcebergSink
     capabilities: ClassVar[list[CapabilitiesEnum]] = [
@@ -116,16 +118,17 @@ class TargetIcebergNessie(Target):
         microbatch = settings.microbatch_records
         timed = settings.microbatch_seconds > 0 or settings.batch_max_age_seconds > 0
         by_raw_name = self._sinks_by_raw_name
+        prefix_len, spaced_len = len(_RECORD_PREFIX), len(_RECORD_PREFIX_SPACED)
         number = self._line_number
         records = self._records_seen
         try:
             for raw in self._binary_lines(file_input):
                 number += 1
                 line = raw if raw.endswith(b"\n") else raw + b"\n"
-                if line.startswith(_RECORD_PREFIXES[0]):
-                    start = 28
-                elif line.startswith(_RECORD_PREFIXES[1]):
-                    start = 31
+                if line.startswith(_RECORD_PREFIX):
+                    start = prefix_len
+                elif line.startswith(_RECORD_PREFIX_SPACED):
+                    start = spaced_len
                 else:
                     start = 0
                 sink = by_raw_name.get(line[start : line.find(b'"', start)]) if start else None

@@ -14,7 +14,8 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.io.pyarrow import pyarrow_to_schema
 from pyiceberg.schema import Schema
-from pyiceberg.table import CreateTableTransaction, Table
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Identifier
 
@@ -94,16 +95,17 @@ class CheckpointCatalog(abc.ABC):
     """The catalog operations the target needs. Implementations live in this package only."""
 
     name: str
+    iceberg: Catalog  # the pyiceberg catalog, for readers and for staged tables
 
     @abc.abstractmethod
     def load_table(self, identifier: Identifier) -> Table | None:
         """The committed table, or None if it does not exist."""
 
     @abc.abstractmethod
-    def stage_create(
+    def new_table_metadata(
         self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
-    ) -> CreateTableTransaction:
-        """A transaction for a table that becomes visible only when its checkpoint commits."""
+    ) -> TableMetadata:
+        """Metadata of a table that becomes visible only when its checkpoint commits."""
 
     @abc.abstractmethod
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:

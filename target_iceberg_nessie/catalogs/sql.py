@@ -20,7 +20,7 @@ from pyiceberg.io import load_file_io
 import pyarrow as pa
 from pyiceberg.serializers import ToOutputFile
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
-from pyiceberg.table import CreateTableTransaction, StagedTable, Table
+from pyiceberg.table import Table
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata, new_table_metadata
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
@@ -163,25 +163,16 @@ class EmbeddedCatalog(CheckpointCatalog):
     def table_location(self, identifier: Identifier) -> str:
         return "/".join([self.warehouse, *identifier])
 
-    def stage_create(
+    def new_table_metadata(
         self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
-    ) -> CreateTableTransaction:
-        location = self.table_location(identifier)
-        metadata = new_table_metadata(
+    ) -> TableMetadata:
+        return new_table_metadata(
             schema=arrow_to_iceberg_schema(schema),
             partition_spec=UNPARTITIONED_PARTITION_SPEC,
             sort_order=UNSORTED_SORT_ORDER,
-            location=location,
+            location=self.table_location(identifier),
             properties=dict(properties),
         )
-        staged = StagedTable(
-            identifier=identifier,
-            metadata=metadata,
-            metadata_location=load_location_provider(location, metadata.properties).new_table_metadata_file_location(),
-            io=load_file_io(self.iceberg.properties, location),
-            catalog=self.iceberg,
-        )
-        return CreateTableTransaction(staged)
 
     # -- committing --------------------------------------------------------------------------
 

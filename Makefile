@@ -1,0 +1,59 @@
+# Two commands for a fresh machine (only python3 >= 3.11 needed):
+#   make demo   set everything up, load the bundled CSV files through Meltano into the embedded lake
+#   make test   set everything up and run the tests (what .ci/run calls)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+export MELTANO_CLI_DISABLE_VERSION_CHECK := true
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
+export UV_COMPILE_BYTECODE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup plugins demo test lint typecheck bench clean-lake clean
+
+$(BIN)/uv:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+
+# The project environment: pinned by requirements/lock.txt, byte-compiled (startup time matters
+# for a Singer target that Meltano starts once per run).
+$(VENV)/.installed: $(BIN)/uv pyproject.toml requirements/lock.txt
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -q \
+		-c requirements/lock.txt -e ".[platform,dev]"
+	@touch $@
+
+setup: $(VENV)/.installed
+
+# Meltano's plugin environments (.meltano/): the extractors from PyPI and this project as the loader.
+.meltano/.installed: $(VENV)/.installed meltano.yml $(wildcard extractors/*.yml extractors/*.txt)
+	$(BIN)/meltano install
+	@touch $@
+
+plugins: .meltano/.installed
+
+demo: plugins
+	$(BIN)/meltano run demo
+	$(BIN)/ingest tables --sample 3
+
+test: plugins
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy target_iceberg_nessie ingestion
+
+bench: setup
+	$(BIN)/python bench/run_bench.py --records 1000000
+
+clean-lake:
+	rm -rf .lake .state
+
+clean: clean-lake
+	rm -rf $(VENV) .meltano

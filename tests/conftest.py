@@ -1,0 +1,137 @@
+"""Shared fixtures: a throwaway embedded lake, the target run in-process, and independent readers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SINGER_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "singer"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests are marked by their directory (tests/unit, tests/integration, tests/e2e)."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO_ROOT / "tests").parts
+        if parts and parts[0] in {"unit", "integration", "e2e"}:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@dataclass
+class Lake:
+    """An embedded lake in a temporary folder: what the target's default config points at."""
+
+    root: Path
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse"
+
+    @property
+    def catalog_uri(self) -> str:
+        return f"sqlite:///{self.root / 'catalog.db'}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        return {
+            "warehouse": str(self.warehouse),
+            "catalog_uri": self.catalog_uri,
+            "state_dir": str(self.state_dir),
+            "tenant": "acme",
+            "namespace": "raw",
+            "run_id": "run-1",
+            **overrides,
+        }
+
+    def catalog(self) -> Any:
+        from target_iceberg_nessie.catalogs import open_catalog  # noqa: PLC0415
+
+        return open_catalog("sql", name="ingest", uri=self.catalog_uri, warehouse=str(self.warehouse))
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake(tmp_path / "lake")
+
+
+@dataclass
+class TargetRun:
+    stdout: str
+    error: BaseException | None
+
+    @property
+    def states(self) -> list[str]:
+        return [line for line in self.stdout.splitlines() if line.strip()]
+
+
+def run_target(config: Mapping[str, Any], singer: str | bytes) -> TargetRun:
+    """Run the target in-process on `singer` lines; returns what it printed and what it raised."""
+    from target_iceberg_nessie.target import TargetIcebergNessie  # noqa: PLC0415
+
+    text = singer.decode() if isinstance(singer, bytes) else singer
+    stdout = io.StringIO()
+    error: BaseException | None = None
+    with contextlib.redirect_stdout(stdout):
+        target = TargetIcebergNessie(config=dict(config))
+        try:
+            target.process_lines(io.StringIO(text))
+            target.process_endofpipe()
+        except Exception as raised:  # noqa: BLE001 - handed to the test to assert on its type
+            error = raised
+    return TargetRun(stdout=stdout.getvalue(), error=error)
+
+
+def read_pyiceberg(lake: Lake, table: str) -> list[dict[str, Any]]:
+    catalog = lake.catalog()
+    loaded = catalog.load_table(tuple(table.split(".")))
+    assert loaded is not None, f"table {table} does not exist"
+    rows: list[dict[str, Any]] = loaded.scan().to_arrow().to_pylist()
+    return rows
+
+
+def duckdb_connection() -> Any:
+    """DuckDB with the iceberg extension loaded from the PyPI packages (no downloads here)."""
+    import duckdb  # noqa: PLC0415
+    import duckdb_extension_avro  # noqa: PLC0415
+    import duckdb_extension_iceberg  # noqa: PLC0415
+
+    con = duckdb.connect()
+    for package, name in ((duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")):
+        found = list(Path(package.__file__).parent.rglob(f"{name}.duckdb_extension"))
+        assert found, f"{name}.duckdb_extension not found in {package.__name__}"
+        con.execute(f"LOAD '{found[0]}'")
+    return con
+
+
+def read_duckdb(lake: Lake, table: str) -> list[dict[str, Any]]:
+    """Read a table's current snapshot through DuckDB's own Iceberg reader."""
+    catalog = lake.catalog()
+    loaded = catalog.load_table(tuple(table.split(".")))
+    assert loaded is not None, f"table {table} does not exist"
+    con = duckdb_connection()
+    cursor = con.execute(f"SELECT * FROM iceberg_scan('{loaded.metadata_location}')")  # noqa: S608 - test path
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.fixture
+def singer_fixture() -> Iterator[Any]:
+    def load(name: str) -> str:
+        return (SINGER_FIXTURES / name).read_text(encoding="utf-8")
+
+    yield load
+
+
+def service_required() -> bool:
+    """With CI=true a test that needs a service fails when it is missing; it never skips."""
+    return os.environ.get("CI", "").lower() == "true"

@@ -1,0 +1,104 @@
+"""The checkpoint protocol on the embedded catalog: atomic across tables, exactly once, bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pyarrow as pa
+import pytest
+from conftest import Lake, read_pyiceberg, run_target
+from sqlalchemy.exc import OperationalError
+
+from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog
+from target_iceberg_nessie.errors import RetriableError
+from target_iceberg_nessie.target import TargetIcebergNessie
+
+
+def schema(stream: str) -> str:
+    return json.dumps(
+        {"type": "SCHEMA", "stream": stream, "schema": {"properties": {"id": {"type": "integer"}}},
+         "key_properties": ["id"]}
+    ) + "\n"
+
+
+def record(stream: str, n: int) -> str:
+    return json.dumps({"type": "RECORD", "stream": stream, "record": {"id": n}}) + "\n"
+
+
+def state(n: int) -> str:
+    return json.dumps({"type": "STATE", "value": {"n": n}}) + "\n"
+
+
+def ids(lake: Lake, table: str) -> list[int]:
+    return sorted(r["id"] for r in read_pyiceberg(lake, table))
+
+
+def test_a_checkpoint_is_all_tables_or_none(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = schema("a") + schema("b") + record("a", 1) + record("b", 1) + state(1)
+    second = record("a", 2) + record("b", 2) + state(2)
+    applied: list[str] = []
+    original = EmbeddedCatalog._apply
+
+    def failing_apply(self, session, change, location):  # type: ignore[no-untyped-def]
+        applied.append(change.identifier[-1])
+        if len(applied) == 4:  # the second table of the second checkpoint
+            raise OperationalError("UPDATE iceberg_tables", {}, Exception("disk I/O error"))
+        return original(self, session, change, location)
+
+    monkeypatch.setattr(EmbeddedCatalog, "_apply", failing_apply)
+    result = run_target(lake.config(), first + second)
+    assert isinstance(result.error, RetriableError)
+    assert applied == ["a", "b", "a", "b"]
+    assert ids(lake, "acme.raw.a") == [1], "table a kept its first checkpoint only"
+    assert ids(lake, "acme.raw.b") == [1]
+    assert [json.loads(s) for s in result.states] == [{"n": 1}], "the failed checkpoint's state is not emitted"
+    committed = lake.catalog().committed_state("acme.raw")
+    assert committed is not None and committed.state == {"n": 1}
+
+
+def test_a_concurrent_writer_is_kept_and_our_batch_lands_once(lake: Lake) -> None:
+    target = TargetIcebergNessie(config=lake.config())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        target.process_lines(io.StringIO(schema("t") + record("t", 1) + state(1) + record("t", 2)))
+        # Another writer appends between our load and our commit.
+        other = lake.catalog().iceberg.load_table(("acme", "raw", "t"))
+        other.append(pa.table({"id": pa.array([100], pa.int64())}))
+        target.process_lines(io.StringIO(state(2)))
+        target.process_endofpipe()
+    assert ids(lake, "acme.raw.t") == [1, 2, 100]
+    table = lake.catalog().load_table(("acme", "raw", "t"))
+    chain = [(s.summary.get("ingest.batch-id"), s.parent_snapshot_id) for s in table.metadata.snapshots]
+    assert [batch for batch, _ in chain] == ["run-1:1", None, "run-1:2"]
+    snapshots = table.metadata.snapshots
+    assert snapshots[2].parent_snapshot_id == snapshots[1].snapshot_id, "our commit was re-applied on theirs"
+    assert [json.loads(s) for s in out.getvalue().splitlines()] == [{"n": 1}, {"n": 2}]
+
+
+def test_microbatch_commits_every_n_records_without_state(lake: Lake) -> None:
+    text = schema("m") + "".join(record("m", n) for n in range(1, 36))
+    result = run_target(lake.config(microbatch_records=10), text)
+    assert result.error is None
+    table = lake.catalog().load_table(("acme", "raw", "m"))
+    assert [int(s.summary["added-records"]) for s in table.metadata.snapshots] == [10, 10, 10, 5]
+    assert result.states == [], "no STATE was received, so none is emitted"
+
+
+def test_batch_limits_write_several_files_into_one_snapshot(lake: Lake) -> None:
+    text = schema("f") + "".join(record("f", n) for n in range(1, 21)) + state(20)
+    result = run_target(lake.config(batch_max_records=7), text)
+    assert result.error is None
+    table = lake.catalog().load_table(("acme", "raw", "f"))
+    assert len(table.metadata.snapshots) == 1
+    assert sorted(t.file.record_count for t in table.scan().plan_files()) == [6, 7, 7]
+    assert ids(lake, "acme.raw.f") == list(range(1, 21))
+
+
+def test_unchanged_state_with_no_records_commits_nothing(lake: Lake) -> None:
+    text = schema("u") + record("u", 1) + state(1) + state(1) + state(1)
+    result = run_target(lake.config(), text)
+    assert result.error is None
+    assert len(lake.catalog().commit_log("acme.raw")) == 1
+    assert len(result.states) == 1
