@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 from target_iceberg_nessie.errors import BadInputError
 from target_iceberg_nessie.schema import TIME_TYPE, TIMESTAMP_TYPE
 
-_ZONE_SUFFIX = r"([Zz]|[+-]\d\d(:?\d\d)?)$"
+# A zone designator after a time of day (a bare date's "-01" is not a zone).
+_ZONE_SUFFIX = r"\d\d:\d\d(:\d\d(\.\d+)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$"
 _EXTRA_FRACTION = r"(\.\d{6})\d+"
 _EPOCH_PREFIX = "1970-01-01T"
 
@@ -133,11 +134,12 @@ def _convert_struct(array: pa.StructArray, target: pa.StructType, path: str) -> 
     if array.offset:
         array = pa.concat_arrays([array])  # children of a sliced struct are not sliced
     names = [array.type.field(i).name for i in range(array.type.num_fields)]
+    flattened = array.flatten()  # children with the parent's nulls applied (their slots hold junk)
     children = []
     for i in range(target.num_fields):
         field = target.field(i)
         if field.name in names:
-            child = array.field(names.index(field.name))
+            child = flattened[names.index(field.name)]
             children.append(convert_array(child, field.type, f"{path}.{field.name}"))
         else:
             children.append(pa.nulls(len(array), field.type))

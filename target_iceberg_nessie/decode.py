@@ -16,13 +16,14 @@ from typing import Any
 import msgspec
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from target_iceberg_nessie.errors import BadInputError
 from target_iceberg_nessie.schema import JSON_TEXT_KEY, StreamShape
 
 _BLOCK_SIZE = 1 << 20  # blocks are parsed in parallel; 1 MiB keeps both cores busy on a batch
-_NULL = b"null"
+_NULL_RAW = msgspec.Raw(b"null")
 
 
 def _json_text_decoder(columns: Sequence[str]) -> msgspec.json.Decoder[Any]:
@@ -30,7 +31,7 @@ def _json_text_decoder(columns: Sequence[str]) -> msgspec.json.Decoder[Any]:
     attrs = [f"f{i}" for i in range(len(columns))]
     record = msgspec.defstruct(
         "JsonTextColumns",
-        [(attr, msgspec.Raw, None) for attr in attrs],  # a missing key keeps None
+        [(attr, msgspec.Raw, _NULL_RAW) for attr in attrs],  # a missing key reads as JSON null
         rename=dict(zip(attrs, columns, strict=True)),
     )
     envelope = msgspec.defstruct("RecordEnvelope", [("record", record)])
@@ -111,9 +112,10 @@ class RecordDecoder:
             raise BadInputError(str(error), stream=self.stream) from error
         for i, name in enumerate(self.shape.json_text_columns):
             attr = f"f{i}"
-            raw = [getattr(r, attr) for r in records]
-            values = [None if v is None or bytes(v) == _NULL else bytes(v) for v in raw]
-            table = table.append_column(name, pa.array(values, type=pa.binary()).cast(pa.string()))
+            text = pa.array([bytes(getattr(r, attr)) for r in records], type=pa.binary()).cast(pa.string())
+            # JSON null (or a missing key) is SQL NULL, not the text "null"; decided on the whole column.
+            column = pc.if_else(pc.equal(text, "null"), pa.scalar(None, pa.string()), text)
+            table = table.append_column(name, column)
         return table
 
     def _decode_python(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.Table:
