@@ -49,7 +49,7 @@ def _timestamps(strings: pa.Array, path: str) -> pa.Array:
         zoned = pc.cast(pc.if_else(has_zone, fixed, null), TIMESTAMP_TYPE)
         naive = pc.cast(pc.cast(pc.if_else(has_zone, null, fixed), pa.timestamp("us")), TIMESTAMP_TYPE)
     except pa.ArrowInvalid:
-        row = _locate(strings, lambda one: _timestamps_strict(one))
+        row = _locate(strings, _timestamps_strict)
         raise ConversionError(row, strings[row].as_py(), TIMESTAMP_TYPE, path) from None
     return pc.if_else(has_zone, zoned, naive)
 
@@ -103,7 +103,7 @@ def _times(strings: pa.Array, path: str) -> pa.Array:
         raise ConversionError(row, strings[row].as_py(), TIME_TYPE, path) from None
 
 
-def convert_array(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:
+def convert_array(array: pa.Array, target: pa.DataType, path: str) -> pa.Array:  # noqa: PLR0911 - a return per type
     """Convert `array` (as read) into `target` (the column type), recursing into structs and lists."""
     source = array.type
     if source == target:

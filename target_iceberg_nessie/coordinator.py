@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from pyiceberg.io import load_file_io
@@ -29,11 +28,13 @@ class CommitCoordinator:
 
     def __init__(
         self,
+        *,
         settings: TargetSettings,
         catalog: CheckpointCatalog,
         state_store: StateStore,
         emit_state: Callable[[Mapping[str, Any]], None],
         logger: logging.Logger,
+        started_at: float | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -44,7 +45,10 @@ class CommitCoordinator:
         self.commits = 0
         self.last_commit_id: str | None = None
         self._emitted_state: Mapping[str, Any] | None = None
-        self.last_checkpoint_at = time.monotonic()
+        self.last_checkpoint_at = time.monotonic() if started_at is None else started_at
+
+    def seconds_since_checkpoint(self) -> float:
+        return time.monotonic() - self.last_checkpoint_at
 
     def _state_properties(self, checkpoint: Checkpoint) -> dict[str, str]:
         if checkpoint.state is None:
@@ -66,6 +70,8 @@ class CommitCoordinator:
         sinks = list(sinks)
         for sink in sinks:
             sink.flush()
+        for sink in sinks:
+            sink.seal()
         touched = [sink for sink in sinks if sink.has_changes]
         if not touched and (state is None or state == self._emitted_state):
             return False
@@ -119,7 +125,7 @@ class CommitCoordinator:
                     "tables": {".".join(k): v for k, v in result.commit.metadata_locations.items()},
                 },
                 "state": state,
-                "committed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "committed_at": result.commit.committed_at,
             },
         )
         return True
@@ -135,7 +141,9 @@ class CommitCoordinator:
             except CommitConflictError as conflict:
                 attempt += 1
                 if attempt > self.settings.commit_retries:
-                    msg = f"batch {checkpoint.batch_id} still conflicts after {attempt - 1} retries: {conflict}"
+                    msg = (
+                        f"batch {checkpoint.batch_id} still conflicts after {attempt - 1} retries: {conflict}"
+                    )
                     raise CommitConflictError(msg) from conflict
                 delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
                 self.logger.warning("commit conflict (%s); re-applying in %.1fs", conflict, delay)

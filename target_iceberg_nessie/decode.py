@@ -102,7 +102,9 @@ class RecordDecoder:
         batches = [pa.RecordBatch.from_struct_array(chunk) for chunk in record.chunks]
         return pa.Table.from_batches(batches, schema=self.shape.read_schema)
 
-    def _add_json_text(self, table: pa.Table, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.Table:
+    def _add_json_text(
+        self, table: pa.Table, lines: Sequence[bytes], line_numbers: Sequence[int]
+    ) -> pa.Table:
         assert self._json_text is not None
         decode = self._json_text.decode
         try:

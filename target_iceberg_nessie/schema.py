@@ -18,6 +18,7 @@ import pyarrow as pa
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 TIME_TYPE = pa.time64("us")
 DECIMAL_MAX_PRECISION = 38
+_DECIMAL_SCALE_TOLERANCE = 1e-9  # multipleOf 0.01 is not exactly 10^-2 in binary
 # Metadata key on an Arrow field whose value is kept as JSON text because no type fits it.
 JSON_TEXT_KEY = b"ingest.json_text"
 
@@ -64,7 +65,7 @@ def _decimal_scale(multiple_of: Any) -> int | None:
         return None
     scale = -math.log10(multiple_of)
     rounded = round(scale)
-    if abs(scale - rounded) > 1e-9 or rounded > DECIMAL_MAX_PRECISION:
+    if abs(scale - rounded) > _DECIMAL_SCALE_TOLERANCE or rounded > DECIMAL_MAX_PRECISION:
         return None
     return int(rounded)
 
@@ -73,7 +74,7 @@ def _json_text() -> ColumnType:
     return ColumnType(read=pa.string(), column=pa.string(), json_text=True)
 
 
-def column_type(schema: Mapping[str, Any]) -> ColumnType:
+def column_type(schema: Mapping[str, Any]) -> ColumnType:  # noqa: PLR0911, PLR0912 - one branch per JSON type
     """Map one property's JSON Schema to its read and column Arrow types."""
     types, inner = _types_of(schema)
     if set(types) == {"integer", "number"}:
@@ -145,7 +146,9 @@ def stream_shape(schema: Mapping[str, Any], key_properties: list[str] | None = N
     for name, prop in properties.items():
         col = column_type(prop if isinstance(prop, Mapping) else {})
         column_fields.append(_column_field(name, col))
-        full_read_fields.append(_column_field(name, ColumnType(read=col.read, column=col.read, json_text=col.json_text)))
+        full_read_fields.append(
+            _column_field(name, ColumnType(read=col.read, column=col.read, json_text=col.json_text))
+        )
         if col.json_text:
             json_text.append(name)
             continue

@@ -32,6 +32,7 @@ MICROBATCH_RECORDS: Final = "microbatch_records"
 MICROBATCH_SECONDS: Final = "microbatch_seconds"
 PARQUET_COMPRESSION: Final = "parquet_compression"
 COMMIT_RETRIES: Final = "commit_retries"
+CHECKPOINT_INTERVAL_SECONDS: Final = "checkpoint_interval_seconds"
 
 CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
@@ -41,7 +42,10 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         description="Catalog backend. `sql`: the embedded catalog (pyiceberg SqlCatalog, SQLite by default).",
     ),
     th.Property(
-        CATALOG_NAME, th.StringType, default="ingest", description="Catalog name recorded in the catalog tables."
+        CATALOG_NAME,
+        th.StringType,
+        default="ingest",
+        description="Catalog name recorded in the catalog tables.",
     ),
     th.Property(
         CATALOG_URI,
@@ -56,7 +60,9 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         description="Where table data and metadata live: a local folder or file:// URI. "
         "Default: <project>/.lake/warehouse.",
     ),
-    th.Property(TENANT, th.StringType, default="default", description="Tenant id; the first namespace level."),
+    th.Property(
+        TENANT, th.StringType, default="default", description="Tenant id; the first namespace level."
+    ),
     th.Property(
         NAMESPACE, th.StringType, default="raw", description="Namespace under the tenant that tables go into."
     ),
@@ -76,13 +82,13 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
         BATCH_MAX_RECORDS,
         th.IntegerType,
-        default=250_000,
+        default=100_000,
         description="A stream's buffered records are written to a staged Parquet file at this count.",
     ),
     th.Property(
         BATCH_MAX_BYTES,
         th.IntegerType,
-        default=128 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         description="... or when its buffered input reaches this many bytes (bounds memory per stream).",
     ),
     th.Property(
@@ -90,6 +96,14 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         th.NumberType,
         default=300,
         description="... or when its oldest buffered record is this old.",
+    ),
+    th.Property(
+        CHECKPOINT_INTERVAL_SECONDS,
+        th.NumberType,
+        default=1.0,
+        description="A STATE message commits a checkpoint when at least this many seconds passed since the "
+        "last one; otherwise it is held (not emitted) and the next checkpoint commits it with the rows "
+        "before it. 0: every STATE commits. The end of input always commits.",
     ),
     th.Property(
         MICROBATCH_RECORDS,
@@ -154,6 +168,7 @@ class TargetSettings:
     microbatch_seconds: float
     parquet_compression: str
     commit_retries: int
+    checkpoint_interval_seconds: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -164,10 +179,7 @@ class TargetSettings:
         warehouse = str(config.get(WAREHOUSE) or lake / "warehouse")
         if "://" not in warehouse:
             warehouse = str(Path(warehouse).expanduser().resolve())
-            Path(warehouse).mkdir(parents=True, exist_ok=True)
         catalog_uri = str(config.get(CATALOG_URI) or f"sqlite:///{lake / 'catalog.db'}")
-        if catalog_uri.startswith("sqlite:///"):
-            Path(catalog_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         pipeline_id = str(config.get(PIPELINE_ID) or f"{tenant}.{namespace}")
         if "/" in pipeline_id or ".." in pipeline_id or not pipeline_id.strip():
             msg = f"setting 'pipeline_id' must not contain '/' or '..', got {pipeline_id!r}"
@@ -182,11 +194,12 @@ class TargetSettings:
             pipeline_id=pipeline_id,
             run_id=str(config.get(RUN_ID) or new_run_id()),
             state_dir=Path(str(config.get(STATE_DIR) or root / ".state")).expanduser(),
-            batch_max_records=max(1, int(_positive(config, BATCH_MAX_RECORDS, 250_000))),
-            batch_max_bytes=max(1, int(_positive(config, BATCH_MAX_BYTES, 128 * 1024 * 1024))),
+            batch_max_records=max(1, int(_positive(config, BATCH_MAX_RECORDS, 100_000))),
+            batch_max_bytes=max(1, int(_positive(config, BATCH_MAX_BYTES, 64 * 1024 * 1024))),
             batch_max_age_seconds=_positive(config, BATCH_MAX_AGE_SECONDS, 300),
             microbatch_records=int(_positive(config, MICROBATCH_RECORDS, 0)),
             microbatch_seconds=_positive(config, MICROBATCH_SECONDS, 0),
             parquet_compression=str(config.get(PARQUET_COMPRESSION) or "zstd"),
             commit_retries=int(_positive(config, COMMIT_RETRIES, 5)),
+            checkpoint_interval_seconds=_positive(config, CHECKPOINT_INTERVAL_SECONDS, 1.0),
         )

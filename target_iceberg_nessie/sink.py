@@ -7,22 +7,18 @@ manifests are written under the table location, the new metadata only by the cat
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 from pyiceberg.exceptions import ValidationError
 from pyiceberg.io import FileIO, load_file_io
-from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import schema_to_pyarrow
-from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.schema import Schema
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import StagedTable, Table
-from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.typedef import Identifier, Record
+from pyiceberg.typedef import Identifier
 
 from target_iceberg_nessie import properties as props
 from target_iceberg_nessie.catalogs import CheckpointCatalog, TableChange
@@ -33,6 +29,7 @@ from target_iceberg_nessie.naming import table_identifier
 from target_iceberg_nessie.schema import StreamShape, stream_shape
 from target_iceberg_nessie.settings import TargetSettings
 from target_iceberg_nessie.snapshots import append_snapshot
+from target_iceberg_nessie.staging import DataFileWriter, StagingThread, field_ids
 
 
 @dataclass
@@ -53,15 +50,16 @@ class _Staged:
     field_ids: dict[str, int] = field(default_factory=dict)  # column path → field id the files use
 
 
-def _field_ids(schema: Schema) -> dict[str, int]:
-    return {name: schema.find_field(name).field_id for name in schema.column_names}
-
-
 class IcebergSink:
     """The Iceberg table of one Singer stream."""
 
-    def __init__(self, stream: str, settings: TargetSettings, catalog: CheckpointCatalog) -> None:
+    def __init__(
+        self, stream: str, settings: TargetSettings, catalog: CheckpointCatalog, staging: StagingThread
+    ) -> None:
         self.stream = stream
+        self._staging = staging
+        self._pending: list[Future[None]] = []
+        self._writer: DataFileWriter | None = None
         self.settings = settings
         self.catalog = catalog
         self.identifier: Identifier = table_identifier(settings.tenant, settings.namespace, stream)
@@ -108,7 +106,9 @@ class IcebergSink:
         self._base = self.catalog.load_table(self.identifier)
         if self._base is None:
             self._dirty = True
-            return self.catalog.new_table_metadata(self.identifier, shape.column_schema, self._table_properties())
+            return self.catalog.new_table_metadata(
+                self.identifier, shape.column_schema, self._table_properties()
+            )
         return self._base.metadata
 
     def _evolve(self, shape: StreamShape) -> None:
@@ -149,46 +149,52 @@ class IcebergSink:
         return bool(self.lines) and now - self.first_buffered_at >= self.settings.batch_max_age_seconds
 
     def flush(self) -> None:
-        """Write buffered records to a staged Parquet file (not visible until committed)."""
+        """Hand buffered records to the staging thread (a row group of a staged file)."""
         if not self.lines:
             return
-        assert self._decoder is not None and self._working is not None
+        assert self._decoder is not None
+        assert self._working is not None
         lines, numbers = self.lines, self.numbers
         self.lines, self.numbers, self.buffered_bytes, self.first_buffered_at = [], [], 0, 0.0
-        decoded = self._decoder.decode(lines, numbers)
-        schema = self._working.schema()
-        conformed = conform_table(decoded, schema_to_pyarrow(schema), self.stream, numbers)
-        self._write_file(conformed, self._working)
-        self.tally.records_read += len(lines)
+        self._raise_failed()
+        decoder, metadata, writer = self._decoder, self._working, self._file_writer(self._working)
+        stream = self.stream
 
-    def _write_file(self, table: pa.Table, metadata: TableMetadata) -> None:
-        self._file_seq += 1
-        name = f"{self.settings.run_id}-{self._file_seq:05d}-{uuid.uuid4().hex[:12]}.parquet"
-        properties = dict(metadata.properties)
-        path = load_location_provider(metadata.location, properties).new_data_location(name)
-        output = self.io(metadata).new_output(path)
-        schema = metadata.schema()
-        writer = FileFormatFactory.get(FileFormat.PARQUET).create_writer(output, schema, properties)
-        with writer:
-            writer.write(table)
-        statistics = writer.result()
-        self._staged.files.append(
-            DataFile.from_args(
-                content=DataFileContent.DATA,
-                file_path=path,
-                file_format=FileFormat.PARQUET,
-                partition=Record(),
-                file_size_in_bytes=len(output),
-                sort_order_id=None,
-                spec_id=metadata.default_spec_id,
-                equality_ids=None,
-                key_metadata=None,
-                **statistics.to_serialized_dict(),
-            )
-        )
-        self._staged.rows += table.num_rows
-        self._staged.field_ids.update(_field_ids(schema))
+        def stage() -> None:
+            decoded = decoder.decode(lines, numbers)
+            conformed = conform_table(decoded, schema_to_pyarrow(metadata.schema()), stream, numbers)
+            writer.write(conformed, metadata)
+
+        self._pending.append(self._staging.submit(stage))
+        self.tally.records_read += len(lines)
         self._dirty = True
+
+    def _file_writer(self, metadata: TableMetadata) -> DataFileWriter:
+        if self._writer is None:
+            self._writer = DataFileWriter(self.settings.run_id, self.io(metadata))
+        return self._writer
+
+    def _raise_failed(self) -> None:
+        """Fail fast: an error of an earlier batch stops the run before more work is queued."""
+        for future in self._pending:
+            if future.done() and future.exception() is not None:
+                future.result()
+
+    def seal(self) -> None:
+        """Wait for this stream's staged work and close its open file (checkpoint time)."""
+        if self._writer is not None:
+            writer = self._writer
+            self._pending.append(self._staging.submit(writer.close))
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # in order; the first failure raises (its batch never commits)
+        if self._writer is not None:
+            for staged in self._writer.written:
+                self._staged.files.append(staged.data_file)
+                self._staged.rows += staged.rows
+                self._staged.field_ids.update(staged.field_ids)
+            self._writer.written.clear()
+            self._writer.open_paths.clear()
 
     # -- checkpoint --------------------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class IcebergSink:
         self._evolve(self.shape)
         self._dirty = True
         assert self._working is not None
-        now_ids = _field_ids(self._working.schema())
+        now_ids = field_ids(self._working.schema())
         moved = [name for name, fid in self._staged.field_ids.items() if now_ids.get(name) != fid]
         if moved:
             msg = (
@@ -244,9 +250,20 @@ class IcebergSink:
             self._working = self._load(self.shape)
 
     def discard(self) -> None:
-        """The checkpoint will never commit: delete its staged data files."""
-        for data_file in self._staged.files:
+        """The checkpoint will never commit: wait for the staging thread, delete its files."""
+        paths = [f.file_path for f in self._staged.files]
+        for future in self._pending:
+            with contextlib.suppress(Exception):
+                future.result()
+        self._pending = []
+        if self._writer is not None:
+            writer = self._writer
+            with contextlib.suppress(Exception):
+                self._staging.submit(writer.abandon).result()
+            paths.extend(writer.open_paths)
+            self._writer = None
+        for path in dict.fromkeys(paths):
             with contextlib.suppress(OSError):
-                (self._io or load_file_io({}, data_file.file_path)).delete(data_file.file_path)
+                (self._io or load_file_io({}, path)).delete(path)
         self._staged = _Staged()
         self.lines, self.numbers, self.buffered_bytes = [], [], 0

@@ -12,7 +12,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import DataFile, ManifestEntry, ManifestEntryStatus, write_manifest, write_manifest_list
+from pyiceberg.manifest import (
+    DataFile,
+    ManifestEntry,
+    ManifestEntryStatus,
+    write_manifest,
+    write_manifest_list,
+)
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRef, SnapshotRefType
@@ -116,6 +122,9 @@ def with_snapshot_on_main(metadata: TableMetadata, snapshot: Snapshot) -> TableM
                     parent_snapshot_id=snapshot.parent_snapshot_id,
                     ref_name=MAIN_BRANCH,
                     type=SnapshotRefType.BRANCH,
+                    max_ref_age_ms=None,
+                    max_snapshot_age_ms=None,
+                    min_snapshots_to_keep=None,
                 ),
             ),
         )
@@ -131,7 +140,13 @@ def with_snapshot_on_main(metadata: TableMetadata, snapshot: Snapshot) -> TableM
             ],
             "refs": {
                 **metadata.refs,
-                MAIN_BRANCH: SnapshotRef(snapshot_id=snapshot.snapshot_id, snapshot_ref_type=SnapshotRefType.BRANCH),
+                MAIN_BRANCH: SnapshotRef(
+                    snapshot_id=snapshot.snapshot_id,
+                    snapshot_ref_type=SnapshotRefType.BRANCH,
+                    min_snapshots_to_keep=None,
+                    max_snapshot_age_ms=None,
+                    max_ref_age_ms=None,
+                ),
             },
         }
     )

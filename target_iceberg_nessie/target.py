@@ -7,38 +7,24 @@ record path); decoding, checks and Parquet writing happen per batch in `sink.py`
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import FrameType
 from typing import IO, Any, ClassVar
 
-import msgspec
-import orjson
 from singer_sdk import Target
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from target_iceberg_nessie.catalogs import CheckpointCatalog, open_catalog
 from target_iceberg_nessie.coordinator import CommitCoordinator
 from target_iceberg_nessie.errors import BadInputError, FatalError, TargetError
+from target_iceberg_nessie.reader import SingerLineRouter
 from target_iceberg_nessie.settings import CONFIG_SCHEMA, TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
+from target_iceberg_nessie.staging import StagingThread
 from target_iceberg_nessie.state_store import StateStore
-
-# Most taps (singer-sdk, singer-python) write "type" then "stream" first; such lines skip decoding.
-_RECORD_PREFIX = b'{"type":"RECORD","stream":"'
-_RECORD_PREFIX_SPACED = b'{"type": "RECORD", "stream": "'
-_TIME_CHECK_EVERY = 4096
-
-
-class _Envelope(msgspec.Struct):
-    """What routing needs from a message; msgspec skips the rest without building objects."""
-
-    type: str
-    stream: str | None = None
 
 
 class TargetIcebergNessie(Target):
@@ -59,14 +45,12 @@ class TargetIcebergNessie(Target):
         self.settings = TargetSettings.from_config(self.config)
         self._catalog: CheckpointCatalog | None = None
         self._coordinator: CommitCoordinator | None = None
+        self._staging = StagingThread()
+        self._started_at = time.monotonic()  # the checkpoint interval counts from the start
         self.sinks: dict[str, IcebergSink] = {}
-        self._sinks_by_raw_name: dict[bytes, IcebergSink] = {}
-        self._envelope = msgspec.json.Decoder(_Envelope)
-        self._line_number = 0
         self._latest_state: Mapping[str, Any] | None = None  # type: ignore[assignment] # the SDK's is a dict too
-        self._records_seen = 0  # RECORD lines so far (synced from the line loop's local counter)
-        self._records_counted = 0
-        self._checkpoint_mark = 0  # _records_seen at the last checkpoint
+        self.router = SingerLineRouter(self)
+        self.message_reader = self.router
         self._warned_types: set[str] = set()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -79,6 +63,7 @@ class TargetIcebergNessie(Target):
                 name=self.settings.catalog_name,
                 uri=self.settings.catalog_uri,
                 warehouse=self.settings.warehouse,
+                create=True,
             )
         return self._catalog
 
@@ -86,11 +71,12 @@ class TargetIcebergNessie(Target):
     def coordinator(self) -> CommitCoordinator:
         if self._coordinator is None:
             self._coordinator = CommitCoordinator(
-                self.settings,
-                self.catalog,
-                StateStore(self.settings.state_dir),
-                self._emit_state,
-                self.logger,
+                settings=self.settings,
+                catalog=self.catalog,
+                state_store=StateStore(self.settings.state_dir),
+                emit_state=self._emit_state,
+                logger=self.logger,
+                started_at=self._started_at,
             )
         return self._coordinator
 
@@ -98,103 +84,40 @@ class TargetIcebergNessie(Target):
         sys.stdout.write(json.dumps(state) + "\n")
         sys.stdout.flush()
 
-    # -- the line loop -----------------------------------------------------------------------
+    # -- messages (called by the line router, reader.py) -------------------------------------
 
-    @staticmethod
-    def _binary_lines(file_input: IO[str] | IO[bytes] | None) -> Iterable[bytes]:
-        if file_input is None:
-            return sys.stdin.buffer
-        buffer = getattr(file_input, "buffer", None)
-        if buffer is not None:
-            return buffer  # type: ignore[no-any-return]
-        if isinstance(file_input, io.TextIOBase | io.StringIO):
-            return (line.encode() for line in file_input)
-        return file_input  # type: ignore[return-value] # already binary
+    def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+        """RECORD lines are routed as bytes by `SingerLineRouter`; never decoded to a dict."""
+        msg = "RECORD messages are routed by the line router, not decoded"
+        raise NotImplementedError(msg)
 
-    def process_lines(self, file_input: IO[str] | None) -> Counter[str]:  # type: ignore[override]
-        counts: Counter[str] = Counter()
-        settings = self.settings
-        max_records, max_bytes = settings.batch_max_records, settings.batch_max_bytes
-        microbatch = settings.microbatch_records
-        timed = settings.microbatch_seconds > 0 or settings.batch_max_age_seconds > 0
-        by_raw_name = self._sinks_by_raw_name
-        prefix_len, spaced_len = len(_RECORD_PREFIX), len(_RECORD_PREFIX_SPACED)
-        number = self._line_number
-        records = self._records_seen
-        try:
-            for raw in self._binary_lines(file_input):
-                number += 1
-                line = raw if raw.endswith(b"\n") else raw + b"\n"
-                if line.startswith(_RECORD_PREFIX):
-                    start = prefix_len
-                elif line.startswith(_RECORD_PREFIX_SPACED):
-                    start = spaced_len
-                else:
-                    start = 0
-                sink = by_raw_name.get(line[start : line.find(b'"', start)]) if start else None
-                if sink is None:
-                    if line.isspace():
-                        continue
-                    self._records_seen = records
-                    sink = self._route(line, number, counts)
-                    if sink is None:
-                        continue
-                sink.lines.append(line)
-                sink.numbers.append(number)
-                sink.buffered_bytes += len(line)
-                records += 1
-                if len(sink.lines) >= max_records or sink.buffered_bytes >= max_bytes:
-                    sink.flush()
-                if microbatch and records - self._checkpoint_mark >= microbatch:
-                    self._records_seen = records
-                    self._checkpoint("microbatch records")
-                if timed and not records % _TIME_CHECK_EVERY:
-                    self._records_seen = records
-                    self._check_time()
-        except TargetError:
-            self._discard()
-            raise
-        finally:
-            self._line_number = number
-            counts["RECORD"] += records - self._records_counted
-            self._records_seen = self._records_counted = records
-        return counts
+    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        self._on_schema(message_dict, self.router.line_number)
 
-    def _route(self, line: bytes, number: int, counts: Counter[str]) -> IcebergSink | None:
-        """Everything but a fast-routed RECORD: returns the sink when the line is a RECORD."""
-        try:
-            envelope = self._envelope.decode(line)
-        except msgspec.ValidationError as error:
-            raise BadInputError(
-                f"not a Singer message ({error}); every line must be a JSON object with a 'type'",
-                line=number,
-            ) from None
-        except msgspec.DecodeError as error:
-            raise BadInputError(f"malformed JSON ({error})", line=number) from None
-        kind = envelope.type
-        if kind == "RECORD":
-            sink = self.sinks.get(envelope.stream or "")
-            if sink is None:
-                raise BadInputError(
-                    "RECORD before its SCHEMA; the tap must send a SCHEMA message for a stream first",
-                    line=number,
-                    stream=envelope.stream,
-                )
-            return sink
-        counts[kind] += 1
-        if kind == "SCHEMA":
-            self._on_schema(orjson.loads(line), number)
-        elif kind == "STATE":
-            self._on_state(orjson.loads(line), number)
-        elif kind == "ACTIVATE_VERSION":
-            self._warn_once(kind, "ACTIVATE_VERSION messages are ignored (full-table versions unsupported)")
-        elif kind == "BATCH":
-            raise BadInputError(
-                "BATCH messages are not supported; turn off the tap's batch mode", line=number
-            )
-        else:
-            self._warn_once(kind, f"unknown message type {kind!r} ignored (Singer spec)", number)
-        return None
+    def _process_state_message(self, message_dict: dict[str, Any]) -> None:
+        self._on_state(message_dict, self.router.line_number)
+
+    def _process_activate_version_message(self, message_dict: dict[str, Any]) -> None:
+        self._warn_once(
+            "ACTIVATE_VERSION", "ACTIVATE_VERSION messages are ignored (full-table versions unsupported)"
+        )
+
+    def _process_batch_message(self, message_dict: dict[str, Any]) -> None:
+        raise BadInputError(
+            "BATCH messages are not supported; turn off the tap's batch mode", line=self.router.line_number
+        )
+
+    def on_unknown(self, kind: str, line: int) -> None:
+        self._warn_once(kind, f"unknown message type {kind!r} ignored (Singer spec)", line)
+
+    def on_microbatch(self) -> None:
+        self._checkpoint("microbatch records")
+
+    def on_tick(self) -> None:
+        self._check_time()
+
+    def on_failure(self) -> None:
+        self._discard()
 
     def _warn_once(self, kind: str, message: str, number: int | None = None) -> None:
         if kind not in self._warned_types:
@@ -206,25 +129,29 @@ class TargetIcebergNessie(Target):
         schema = message.get("schema")
         if not isinstance(stream, str) or not stream:
             raise BadInputError("SCHEMA message without a 'stream' name", line=number)
-        if not isinstance(schema, Mapping) or not isinstance(schema.get("properties", {}), Mapping):
+        if not isinstance(schema, Mapping) or not isinstance(schema.get("properties"), Mapping):
             raise BadInputError(
-                "SCHEMA message needs a JSON Schema object with 'properties'", line=number, stream=stream
+                "SCHEMA message needs a JSON Schema object with 'properties' (the stream's columns); "
+                "the tap must describe its records",
+                line=number,
+                stream=stream,
             )
         keys = message.get("key_properties")
         if keys is not None and (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)):
             raise BadInputError("'key_properties' must be a list of names", line=number, stream=stream)
         sink = self.sinks.get(stream)
         if sink is None:
-            sink = self.sink_class(stream, self.settings, self.catalog)
+            sink = self.sink_class(stream, self.settings, self.catalog, self._staging)
             self.sinks[stream] = sink
-            self._sinks_by_raw_name[json.dumps(stream)[1:-1].encode()] = sink
         sink.set_schema(schema, keys)
 
     def _on_state(self, message: Mapping[str, Any], number: int) -> None:
         if "value" not in message:
             raise BadInputError("STATE message without a 'value'", line=number)
         self._latest_state = message["value"]
-        self._checkpoint("STATE")
+        since_last = self.coordinator.seconds_since_checkpoint()
+        if since_last >= self.settings.checkpoint_interval_seconds:
+            self._checkpoint("STATE")
 
     def _check_time(self) -> None:
         now = time.monotonic()
@@ -235,13 +162,16 @@ class TargetIcebergNessie(Target):
                 sink.flush()
                 sink.first_buffered_at = 0.0
         seconds = self.settings.microbatch_seconds
-        pending = self._records_seen > self._checkpoint_mark
-        if seconds and pending and now - self.coordinator.last_checkpoint_at >= seconds:
+        if (
+            seconds
+            and self.router.since_checkpoint
+            and self.coordinator.seconds_since_checkpoint() >= seconds
+        ):
             self._checkpoint("microbatch seconds")
 
     def _checkpoint(self, reason: str) -> None:
         self.coordinator.checkpoint(self.sinks.values(), self._latest_state, reason)
-        self._checkpoint_mark = self._records_seen
+        self.router.since_checkpoint = 0
 
     def _discard(self) -> None:
         for sink in self.sinks.values():
@@ -256,6 +186,7 @@ class TargetIcebergNessie(Target):
             self._discard()
             raise
         self._log_summary()
+        self._staging.close()
         if self._catalog is not None:
             self._catalog.close()
 
@@ -296,5 +227,5 @@ class TargetIcebergNessie(Target):
         try:
             super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
         except TargetError as error:
-            cls.logger.error("%s: %s", type(error).__name__, error)  # noqa: TRY400 - the message is the report
+            cls.logger.error("%s: %s", type(error).__name__, error)
             sys.exit(error.exit_code)

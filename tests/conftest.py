@@ -50,13 +50,16 @@ class Lake:
             "tenant": "acme",
             "namespace": "raw",
             "run_id": "run-1",
+            "checkpoint_interval_seconds": 0,  # every STATE commits: tests count checkpoints
             **overrides,
         }
 
-    def catalog(self) -> Any:
+    def catalog(self, *, create: bool = False) -> Any:
         from target_iceberg_nessie.catalogs import open_catalog  # noqa: PLC0415
 
-        return open_catalog("sql", name="ingest", uri=self.catalog_uri, warehouse=str(self.warehouse))
+        return open_catalog(
+            "sql", name="ingest", uri=self.catalog_uri, warehouse=str(self.warehouse), create=create
+        )
 
 
 @pytest.fixture

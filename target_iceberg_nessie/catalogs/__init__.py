@@ -14,12 +14,14 @@ from target_iceberg_nessie.errors import ConfigError
 CATALOG_TYPES = ("sql",)
 
 
-def open_catalog(catalog_type: str, *, name: str, uri: str, warehouse: str) -> CheckpointCatalog:
-    """Open the catalog a target (or a reader of its tables) is configured for."""
+def open_catalog(
+    catalog_type: str, *, name: str, uri: str, warehouse: str, create: bool = False
+) -> CheckpointCatalog:
+    """Open the catalog a target (`create=True`) or a reader of its tables is configured for."""
     if catalog_type == "sql":
-        from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - keeps SQLAlchemy off other paths
+        from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - lazy backend
 
-        return EmbeddedCatalog(name=name, uri=uri, warehouse=warehouse)
+        return EmbeddedCatalog(name=name, uri=uri, warehouse=warehouse, create=create)
     msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
     raise ConfigError(msg)
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 from pyiceberg.io.pyarrow import pyarrow_to_schema
 from pyiceberg.schema import Schema
-from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Identifier
-
 
 _FIELD_ID = b"PARQUET:field_id"
 
@@ -75,6 +74,7 @@ class CommitResult:
 
     commit_id: str
     metadata_locations: Mapping[Identifier, str]
+    committed_at: str
     already_committed: bool = False  # found in the log after an ambiguous outcome
 
 
@@ -88,7 +88,7 @@ class CommittedState:
     commit_id: str
     state: Mapping[str, Any] | None
     committed_at: str
-    tables: Sequence[str] = ()
+    tables: Mapping[str, str] = field(default_factory=dict)  # table → metadata location
 
 
 class CheckpointCatalog(abc.ABC):
@@ -118,6 +118,10 @@ class CheckpointCatalog(abc.ABC):
     @abc.abstractmethod
     def committed_state(self, pipeline_id: str) -> CommittedState | None:
         """The state of the pipeline's last committed checkpoint."""
+
+    @abc.abstractmethod
+    def commit_log(self, pipeline_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: committed checkpoints with batch ids, streams and per-table summaries."""
 
     @abc.abstractmethod
     def list_tables(self, namespace: Identifier) -> list[Identifier]:

@@ -11,34 +11,35 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, SqlCatalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.io import load_file_io
-import pyarrow as pa
-from pyiceberg.serializers import ToOutputFile
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
+from pyiceberg.serializers import ToOutputFile
 from pyiceberg.table import Table
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata, new_table_metadata
-from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.table.snapshots import MetadataLogEntry
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.typedef import Identifier
 from sqlalchemy import Integer, String, Text, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from target_iceberg_nessie.catalogs.base import (
-    arrow_to_iceberg_schema,
     Checkpoint,
     CheckpointCatalog,
     CommitResult,
     CommittedState,
     TableChange,
+    arrow_to_iceberg_schema,
 )
-from target_iceberg_nessie.errors import CommitConflictError, RetriableError
+from target_iceberg_nessie.errors import CommitConflictError, ConfigError, RetriableError
 
 _METADATA_LOG_MAX = 100
 
@@ -83,19 +84,41 @@ def _now() -> str:
 
 
 def _with_log_entry(metadata: TableMetadata, base_location: str, base_updated_ms: int) -> TableMetadata:
-    log = [*metadata.metadata_log, MetadataLogEntry(metadata_file=base_location, timestamp_ms=base_updated_ms)]
+    log = [
+        *metadata.metadata_log,
+        MetadataLogEntry(metadata_file=base_location, timestamp_ms=base_updated_ms),
+    ]
     return metadata.model_copy(update={"metadata_log": log[-_METADATA_LOG_MAX:]})
 
 
 class EmbeddedCatalog(CheckpointCatalog):
     """SqlCatalog plus our checkpoint tables, committed together."""
 
-    def __init__(self, name: str, uri: str, warehouse: str) -> None:
+    def __init__(self, name: str, uri: str, warehouse: str, *, create: bool = True) -> None:
+        """Open the catalog; `create=False` (readers) neither creates the database nor its tables."""
         self.name = name
         self.warehouse = warehouse.rstrip("/")
-        self.iceberg = SqlCatalog(name, uri=uri, warehouse=self.warehouse)
-        self._engine = self.iceberg.engine
-        _IngestBase.metadata.create_all(self._engine)
+        if uri.startswith("sqlite:///"):
+            path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+            if not create and not path.exists():
+                msg = f"no catalog database at {path}; run a job (or `make demo`) first"
+                raise ConfigError(msg)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if create and "://" not in self.warehouse:
+            Path(self.warehouse).mkdir(parents=True, exist_ok=True)
+        try:
+            self.iceberg = SqlCatalog(
+                name, uri=uri, warehouse=self.warehouse, init_catalog_tables=str(create).lower()
+            )
+            self._engine = self.iceberg.engine
+            if create:
+                _IngestBase.metadata.create_all(self._engine)
+        except SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            msg = (
+                f"the catalog database cannot be opened ({type(error).__name__}: {cause}); check catalog_uri"
+            )
+            raise RetriableError(msg) from error
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -135,7 +158,7 @@ class EmbeddedCatalog(CheckpointCatalog):
                 commit_id=row.batch_id,
                 state=json.loads(row.state_json) if row.state_json else None,
                 committed_at=row.committed_at,
-                tables=json.loads(row.tables_json),
+                tables=dict(json.loads(row.tables_json)),
             )
 
     def commit_log(self, pipeline_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -143,7 +166,7 @@ class EmbeddedCatalog(CheckpointCatalog):
         query = select(CommitLogRow).where(CommitLogRow.catalog_name == self.name)
         if pipeline_id is not None:
             query = query.where(CommitLogRow.pipeline_id == pipeline_id)
-        query = query.order_by(CommitLogRow.committed_at.desc()).limit(limit)
+        query = query.order_by(CommitLogRow.committed_at.desc(), CommitLogRow.batch_seq.desc()).limit(limit)
         with Session(self._engine) as session:
             return [
                 {
@@ -180,7 +203,7 @@ class EmbeddedCatalog(CheckpointCatalog):
         metadata = change.metadata
         version = 0
         if change.base_location is not None:
-            version = SqlCatalog._parse_metadata_version(change.base_location) + 1  # noqa: SLF001 - static helper of the base class
+            version = SqlCatalog._parse_metadata_version(change.base_location) + 1
         provider = load_location_provider(metadata.location, metadata.properties)
         location = provider.new_table_metadata_file_location(version)
         io = load_file_io(self.iceberg.properties, location)
@@ -208,29 +231,30 @@ class EmbeddedCatalog(CheckpointCatalog):
             written[change.identifier] = location
             prepared.append((change, location))
         tables_json = json.dumps({".".join(ident): loc for ident, loc in written.items()})
+        now = _now()
         try:
             with Session(self._engine) as session, session.begin():
                 for change, location in prepared:
                     self._apply(session, change, location)
-                self._record(session, checkpoint, tables_json)
+                self._record(session, checkpoint, tables_json, now)
         except CommitConflictError:
             self._delete_quietly(list(written.values()))
             raise
         except IntegrityError as error:
             if self._batch_logged(checkpoint.batch_id):
                 self._delete_quietly(list(written.values()))
-                return CommitResult(checkpoint.batch_id, {}, already_committed=True)
+                return CommitResult(checkpoint.batch_id, {}, _now(), already_committed=True)
             self._delete_quietly(list(written.values()))
             msg = f"a table of batch {checkpoint.batch_id} was created concurrently: {error.orig}"
             raise CommitConflictError(msg) from error
         except SQLAlchemyError as error:
             # The transaction may or may not have landed: the commit log settles it.
             if self._batch_logged(checkpoint.batch_id):
-                return CommitResult(checkpoint.batch_id, written, already_committed=True)
+                return CommitResult(checkpoint.batch_id, written, _now(), already_committed=True)
             self._delete_quietly(list(written.values()))
             msg = f"the catalog database did not accept batch {checkpoint.batch_id}: {error}"
             raise RetriableError(msg) from error
-        return CommitResult(checkpoint.batch_id, written)
+        return CommitResult(checkpoint.batch_id, written, now)
 
     def _apply(self, session: Session, change: TableChange, location: str) -> None:
         namespace = Catalog.namespace_to_string(Catalog.namespace_from(change.identifier))
@@ -276,8 +300,7 @@ class EmbeddedCatalog(CheckpointCatalog):
                 )
             )
 
-    def _record(self, session: Session, checkpoint: Checkpoint, tables_json: str) -> None:
-        now = _now()
+    def _record(self, session: Session, checkpoint: Checkpoint, tables_json: str, now: str) -> None:
         state_json = json.dumps(checkpoint.state) if checkpoint.state is not None else None
         session.merge(
             CheckpointRow(
@@ -308,5 +331,3 @@ class EmbeddedCatalog(CheckpointCatalog):
 
     def close(self) -> None:
         self._engine.dispose()
-
-

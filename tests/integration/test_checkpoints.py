@@ -7,6 +7,7 @@ import io
 import json
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import Lake, read_pyiceberg, run_target
 from sqlalchemy.exc import OperationalError
@@ -86,13 +87,16 @@ def test_microbatch_commits_every_n_records_without_state(lake: Lake) -> None:
     assert result.states == [], "no STATE was received, so none is emitted"
 
 
-def test_batch_limits_write_several_files_into_one_snapshot(lake: Lake) -> None:
+def test_batches_become_row_groups_of_one_file_per_checkpoint(lake: Lake) -> None:
     text = schema("f") + "".join(record("f", n) for n in range(1, 21)) + state(20)
     result = run_target(lake.config(batch_max_records=7), text)
     assert result.error is None
     table = lake.catalog().load_table(("acme", "raw", "f"))
     assert len(table.metadata.snapshots) == 1
-    assert sorted(t.file.record_count for t in table.scan().plan_files()) == [6, 7, 7]
+    (task,) = list(table.scan().plan_files())
+    assert task.file.record_count == 20
+    row_groups = pq.ParquetFile(task.file.file_path).metadata
+    assert [row_groups.row_group(i).num_rows for i in range(row_groups.num_row_groups)] == [7, 7, 6]
     assert ids(lake, "acme.raw.f") == list(range(1, 21))
 
 
@@ -102,3 +106,14 @@ def test_unchanged_state_with_no_records_commits_nothing(lake: Lake) -> None:
     assert result.error is None
     assert len(lake.catalog().commit_log("acme.raw")) == 1
     assert len(result.states) == 1
+
+
+def test_states_within_the_checkpoint_interval_are_held_until_the_next_commit(lake: Lake) -> None:
+    text = schema("h") + "".join(record("h", n) + state(n) for n in range(1, 6))
+    result = run_target(lake.config(checkpoint_interval_seconds=3600), text)
+    assert result.error is None
+    # Only the end of input commits: one snapshot, and only the last state is emitted.
+    table = lake.catalog().load_table(("acme", "raw", "h"))
+    assert [int(s.summary["added-records"]) for s in table.metadata.snapshots] == [5]
+    assert [json.loads(s) for s in result.states] == [{"n": 5}]
+    assert lake.catalog().committed_state("acme.raw").state == {"n": 5}
