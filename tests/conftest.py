@@ -132,7 +132,7 @@ def singer_fixture() -> Iterator[Any]:
     def load(name: str) -> str:
         return (SINGER_FIXTURES / name).read_text(encoding="utf-8")
 
-    yield load
+    return load
 
 
 def service_required() -> bool:

@@ -66,8 +66,10 @@ def canon(value: Any, schema: Mapping[str, Any], *, stored: bool = False) -> Any
     if value is None:
         return None
     (kind,), inner = _types(schema)
-    if kind == "__json__" or (kind == "object" and not inner.get("properties")) or (
-        kind == "array" and not inner.get("items")
+    if (
+        kind == "__json__"
+        or (kind == "object" and not inner.get("properties"))
+        or (kind == "array" and not inner.get("items"))
     ):
         return json.dumps(json.loads(value) if stored else value, sort_keys=True)
     if kind == "string":
@@ -100,12 +102,13 @@ def merged_properties(messages: list[dict[str, Any]], stream: str) -> dict[str, 
     props: dict[str, Any] = {}
     for message in messages:
         if message["type"] == "SCHEMA" and message["stream"] == stream:
-            for name, prop in message["schema"]["properties"].items():
-                if isinstance(prop.get("properties"), dict) and isinstance(props.get(name), dict):
+            for name, declared in message["schema"]["properties"].items():
+                merged = declared
+                if isinstance(declared.get("properties"), dict) and isinstance(props.get(name), dict):
                     nested = dict(props[name].get("properties", {}))
-                    nested.update(prop["properties"])
-                    prop = {**prop, "properties": nested}
-                props[name] = prop
+                    nested.update(declared["properties"])
+                    merged = {**declared, "properties": nested}
+                props[name] = merged
     return props
 
 

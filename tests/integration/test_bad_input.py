@@ -46,8 +46,13 @@ def test_record_before_schema_names_stream_and_line(lake: Lake) -> None:
 
 def test_unconvertible_value_names_line_and_property_and_deletes_staged_files(lake: Lake) -> None:
     text = (
-        SCHEMA + GOOD % 1 + STATE % 1 + GOOD % 2 + GOOD % 3
-        + '{"type":"RECORD","stream":"items","record":{"id":"four"}}\n' + STATE % 4
+        SCHEMA
+        + GOOD % 1
+        + STATE % 1
+        + GOOD % 2
+        + GOOD % 3
+        + '{"type":"RECORD","stream":"items","record":{"id":"four"}}\n'
+        + STATE % 4
     )
     result = run_target(lake.config(), text)
     assert isinstance(result.error, BadInputError)
@@ -64,7 +69,8 @@ def test_bad_timestamp_names_line_and_property(lake: Lake) -> None:
     result = run_target(lake.config(), text)
     assert isinstance(result.error, BadInputError)
     assert result.error.line == 3
-    assert "'at'" in str(result.error) and "yesterday" in str(result.error)
+    assert "'at'" in str(result.error)
+    assert "yesterday" in str(result.error)
     assert lake.catalog().load_table(("acme", "raw", "items")) is None, "nothing was committed"
 
 
@@ -85,7 +91,8 @@ def test_not_a_singer_message(lake: Lake) -> None:
 
 def test_incompatible_schema_change_is_refused_before_anything_lands(lake: Lake) -> None:
     changed = SCHEMA.replace('"id":{"type":"integer"}', '"id":{"type":"string"}')
-    text = SCHEMA + GOOD % 1 + STATE % 1 + changed + '{"type":"RECORD","stream":"items","record":{"id":"x"}}\n'
+    record = '{"type":"RECORD","stream":"items","record":{"id":"x"}}\n'
+    text = SCHEMA + GOOD % 1 + STATE % 1 + changed + record
     result = run_target(lake.config(), text)
     assert isinstance(result.error, SchemaEvolutionError)
     assert "acme.raw.items" in str(result.error)

@@ -18,10 +18,17 @@ from target_iceberg_nessie.target import TargetIcebergNessie
 
 
 def schema(stream: str) -> str:
-    return json.dumps(
-        {"type": "SCHEMA", "stream": stream, "schema": {"properties": {"id": {"type": "integer"}}},
-         "key_properties": ["id"]}
-    ) + "\n"
+    return (
+        json.dumps(
+            {
+                "type": "SCHEMA",
+                "stream": stream,
+                "schema": {"properties": {"id": {"type": "integer"}}},
+                "key_properties": ["id"],
+            }
+        )
+        + "\n"
+    )
 
 
 def record(stream: str, n: int) -> str:
@@ -54,9 +61,12 @@ def test_a_checkpoint_is_all_tables_or_none(lake: Lake, monkeypatch: pytest.Monk
     assert applied == ["a", "b", "a", "b"]
     assert ids(lake, "acme.raw.a") == [1], "table a kept its first checkpoint only"
     assert ids(lake, "acme.raw.b") == [1]
-    assert [json.loads(s) for s in result.states] == [{"n": 1}], "the failed checkpoint's state is not emitted"
+    assert [json.loads(s) for s in result.states] == [{"n": 1}], (
+        "the failed checkpoint's state is not emitted"
+    )
     committed = lake.catalog().committed_state("acme.raw")
-    assert committed is not None and committed.state == {"n": 1}
+    assert committed is not None
+    assert committed.state == {"n": 1}
 
 
 def test_a_concurrent_writer_is_kept_and_our_batch_lands_once(lake: Lake) -> None:

@@ -81,7 +81,12 @@ def test_stream_shape_separates_json_text_and_marks_nested_ones() -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("public-users", "public_users"), ("Deals (2024)", "deals_2024"), ("2fa", "_2fa"), ("ok_name", "ok_name")],
+    [
+        ("public-users", "public_users"),
+        ("Deals (2024)", "deals_2024"),
+        ("2fa", "_2fa"),
+        ("ok_name", "ok_name"),
+    ],
 )
 def test_names_are_sanitised(name: str, expected: str) -> None:
     assert sanitize_name(name) == expected
