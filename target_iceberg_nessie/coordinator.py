@@ -41,7 +41,7 @@ class CommitCoordinator:
         self.state_store = state_store
         self.emit_state = emit_state
         self.logger = logger
-        self.batch_seq = 0
+        self.batch_seq = catalog.last_batch_seq(settings.pipeline_id, settings.run_id)
         self.commits = 0
         self.last_commit_id: str | None = None
         self._emitted_state: Mapping[str, Any] | None = None

@@ -132,6 +132,15 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
 ).to_dict()
 
 
+# Settings of singer-sdk's own sinks that users carry over from other targets, and what to use here.
+_SDK_SINK_SETTINGS: Final = {
+    "load_method": "tables are appended to; other write modes come with data contracts",
+    "add_record_metadata": "Singer metadata columns are not added",
+    "batch_size_rows": "use batch_max_records",
+    "validate_records": "records are checked per batch against their column types",
+}
+
+
 def project_root() -> Path:
     return Path(os.environ.get("MELTANO_PROJECT_ROOT") or Path.cwd())
 
@@ -172,6 +181,10 @@ class TargetSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
+        for key, instead in _SDK_SINK_SETTINGS.items():
+            if key in config:
+                msg = f"setting '{key}' belongs to singer-sdk's sinks, not this target; remove it ({instead})"
+                raise ConfigError(msg)
         root = project_root()
         lake = root / ".lake"
         tenant = sanitize_name(str(config.get(TENANT) or "default"), what="tenant")

@@ -39,6 +39,15 @@ class TargetIcebergNessie(Target):
         PluginCapabilities.STRUCTURED_LOGGING,
     ]
 
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
+        """Only the built-ins of the declared capabilities.
+
+        The SDK's Target adds its sinks' settings (load_method, add_record_metadata,
+        batch_size_rows); this target has other sinks, so advertising them would be a lie.
+        """
+        super(Target, cls).append_builtin_config(config_jsonschema)
+
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("setup_mapper", False)  # stream maps would put Python back on every record
         super().__init__(**kwargs)

@@ -120,6 +120,11 @@ class CheckpointCatalog(abc.ABC):
         """The state of the pipeline's last committed checkpoint."""
 
     @abc.abstractmethod
+    def last_batch_seq(self, pipeline_id: str, run_id: str) -> int:
+        """The highest batch sequence committed for this pipeline and run (0: none); a retried
+        process with the same run id continues after it instead of reusing batch ids."""
+
+    @abc.abstractmethod
     def commit_log(self, pipeline_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first: committed checkpoints with batch ids, streams and per-table summaries."""
 

@@ -27,7 +27,7 @@ from pyiceberg.table.metadata import TableMetadata, new_table_metadata
 from pyiceberg.table.snapshots import MetadataLogEntry
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.typedef import Identifier
-from sqlalchemy import Integer, String, Text, select, update
+from sqlalchemy import Integer, String, Text, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -39,7 +39,7 @@ from target_iceberg_nessie.catalogs.base import (
     TableChange,
     arrow_to_iceberg_schema,
 )
-from target_iceberg_nessie.errors import CommitConflictError, ConfigError, RetriableError
+from target_iceberg_nessie.errors import CommitConflictError, ConfigError, FatalError, RetriableError
 
 _METADATA_LOG_MAX = 100
 
@@ -161,6 +161,17 @@ class EmbeddedCatalog(CheckpointCatalog):
                 tables=dict(json.loads(row.tables_json)),
             )
 
+    def last_batch_seq(self, pipeline_id: str, run_id: str) -> int:
+        with Session(self._engine) as session:
+            found = session.execute(
+                select(func.max(CommitLogRow.batch_seq)).where(
+                    CommitLogRow.catalog_name == self.name,
+                    CommitLogRow.pipeline_id == pipeline_id,
+                    CommitLogRow.run_id == run_id,
+                )
+            ).scalar()
+        return int(found or 0)
+
     def commit_log(self, pipeline_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first: the checkpoints committed, with their batch ids and per-table summaries."""
         query = select(CommitLogRow).where(CommitLogRow.catalog_name == self.name)
@@ -241,10 +252,14 @@ class EmbeddedCatalog(CheckpointCatalog):
             self._delete_quietly(list(written.values()))
             raise
         except IntegrityError as error:
-            if self._batch_logged(checkpoint.batch_id):
-                self._delete_quietly(list(written.values()))
-                return CommitResult(checkpoint.batch_id, {}, _now(), already_committed=True)
             self._delete_quietly(list(written.values()))
+            if self._batch_logged(checkpoint.batch_id):
+                # Nothing of this transaction landed; an earlier commit owns the batch id.
+                msg = (
+                    f"batch id {checkpoint.batch_id} was already committed by another run with run_id "
+                    f"{checkpoint.run_id!r}; give every run its own run_id"
+                )
+                raise FatalError(msg) from error
             msg = f"a table of batch {checkpoint.batch_id} was created concurrently: {error.orig}"
             raise CommitConflictError(msg) from error
         except SQLAlchemyError as error:

@@ -1,0 +1,147 @@
+"""E2E support: the real commands as subprocesses, a clean env, a throwaway copy of the Meltano project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, Lake, service_required
+
+# The console scripts of the environment running the tests (the project venv: `make setup`).
+BIN = Path(sys.executable).parent
+MELTANO_DIR = REPO_ROOT / ".meltano"
+# What `meltano install` (make plugins) leaves behind: one venv per plugin.
+PLUGIN_EXECUTABLES = (
+    MELTANO_DIR / "extractors" / "tap-spreadsheets" / "venv" / "bin" / "tap-spreadsheets",
+    MELTANO_DIR / "loaders" / "target-iceberg-nessie" / "venv" / "bin" / "target-iceberg-nessie",
+)
+# The copy needs only what `meltano run` reads: the project file, its include_paths and the data.
+PROJECT_FILES = ("meltano.yml", "extractors", "demo")
+# Inherited variables that would redirect Meltano or the loader away from the test's lake.
+_INHERITED_PREFIXES = ("MELTANO_", "TARGET_ICEBERG_NESSIE_", "TAP_")
+COMMAND_TIMEOUT_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished command: what it printed, its exit code and how long it took."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def explain(self) -> str:
+        return (
+            f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
+            f"--- stdout (tail) ---\n{self.stdout[-3000:]}\n--- stderr (tail) ---\n{self.stderr[-6000:]}"
+        )
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        MELTANO_CLI_DISABLE_VERSION_CHECK="true",
+        MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
+    )
+    env.update(extra or {})
+    return env
+
+
+def run(args: Sequence[str | Path], *, cwd: Path, env: Mapping[str, str] | None = None) -> Finished:
+    argv = tuple(str(a) for a in args)
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=dict(env) if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_SECONDS,
+        check=False,
+    )
+    return Finished(argv, done.returncode, done.stdout, done.stderr, time.perf_counter() - started)
+
+
+def console_script(name: str) -> Path:
+    path = BIN / name
+    assert path.is_file(), f"{path} is missing: run `make setup` (installs the project's console scripts)"
+    return path
+
+
+def require_meltano_plugins() -> None:
+    """The plugin venvs must exist: FAIL when CI=true, skip only on a developer machine."""
+    missing = [str(p.relative_to(REPO_ROOT)) for p in PLUGIN_EXECUTABLES if not p.is_file()]
+    if not missing:
+        return
+    msg = f"Meltano plugins are not installed ({', '.join(missing)} missing); run `make plugins` first"
+    if service_required():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def plugin_fingerprints() -> dict[str, str]:
+    """The venv fingerprints Meltano writes at install; a reinstall would change them."""
+    found = sorted(MELTANO_DIR.glob("*/*/venv/.meltano_plugin_fingerprint"))
+    return {str(p.relative_to(MELTANO_DIR)): p.read_text() for p in found}
+
+
+@dataclass(frozen=True)
+class MeltanoProject:
+    """A throwaway copy of the Meltano project whose loader writes into `lake`."""
+
+    root: Path
+    lake: Lake
+
+    @property
+    def env(self) -> dict[str, str]:
+        return clean_env(
+            {
+                "TARGET_ICEBERG_NESSIE_WAREHOUSE": str(self.lake.warehouse),
+                "TARGET_ICEBERG_NESSIE_CATALOG_URI": self.lake.catalog_uri,
+                "TARGET_ICEBERG_NESSIE_STATE_DIR": str(self.lake.state_dir),
+            }
+        )
+
+    def meltano(self, *args: str) -> Finished:
+        return run([console_script("meltano"), *args], cwd=self.root, env=self.env)
+
+    def meltano_run(self, *blocks: str) -> Finished:
+        # --no-install: see copy_meltano_project for why the copy must never (re)install plugins.
+        return self.meltano("run", "--no-install", *blocks)
+
+
+def copy_meltano_project(root: Path, lake: Lake) -> MeltanoProject:
+    """Copy the project to `root`, reusing the repo's installed plugin venvs.
+
+    Why a copy with symlinked venvs, and not the repo itself: Meltano keeps its state and run history
+    in `.meltano/meltano.db` and per-run files in `.meltano/run/`. Running in the repo would leave a
+    bookmark for `dev:tap-demo-csv-to-target-iceberg-nessie` there (a later `make demo` would then skip
+    every CSV file) and share `.meltano/run/` with concurrent runs. The copy gets its own `.meltano/`
+    (fresh system database, own run dir, own CSV mtimes); only `extractors/` and `loaders/`, the
+    plugin venvs, are symlinks to the repo's. The loader venv is an editable install of this repo, so
+    the code under test is the working tree. `--no-install` is required: pip_url contains
+    ${MELTANO_PROJECT_ROOT}, so in the copy the venv fingerprints differ and Meltano's auto-install
+    would rebuild the shared venvs, pointing the repo's loader at the temporary copy.
+    """
+    require_meltano_plugins()
+    root.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name)
+        else:
+            shutil.copy(source, root / name)
+    (root / ".meltano").mkdir()
+    for kind in ("extractors", "loaders"):
+        (root / ".meltano" / kind).symlink_to(MELTANO_DIR / kind, target_is_directory=True)
+    return MeltanoProject(root=root, lake=lake)
