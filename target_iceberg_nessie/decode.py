@@ -9,7 +9,6 @@ runs only after the fast one failed, so good batches never pay for it.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from target_iceberg_nessie.schema import JSON_TEXT_KEY, StreamShape
 
 _BLOCK_SIZE = 1 << 20  # blocks are parsed in parallel; 1 MiB keeps both cores busy on a batch
 _NULL_RAW = msgspec.Raw(b"null")
+_NULL_TEXT = pa.scalar(None, pa.string())
 
 
 def _json_text_decoder(columns: Sequence[str]) -> msgspec.json.Decoder[Any]:
@@ -71,12 +71,34 @@ class RecordDecoder:
         self._read_options = pj.ReadOptions(use_threads=True, block_size=_BLOCK_SIZE)
         self._json_text = _json_text_decoder(shape.json_text_columns) if shape.json_text_columns else None
 
-    def decode(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.Table:
+    def extract_json_text(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> list[list[bytes]]:
+        """The raw JSON of each untypeable top-level property, per column (holds the GIL: the
+        caller runs it on the line-loop thread while the staging thread parses the batch)."""
+        if self._json_text is None or self.shape.needs_python_decode:
+            return []
+        decode = self._json_text.decode
+        try:
+            records = [decode(line).record for line in lines]
+        except msgspec.DecodeError as error:
+            self._raise_for_bad_line(lines, line_numbers)
+            raise BadInputError(str(error), stream=self.stream) from error
+        return [
+            [bytes(getattr(r, f"f{i}")) for r in records] for i in range(len(self.shape.json_text_columns))
+        ]
+
+    def decode(
+        self, lines: Sequence[bytes], line_numbers: Sequence[int], json_text: Sequence[list[bytes]] = ()
+    ) -> pa.Table:
+        """The batch as an Arrow table of read types; `json_text` from `extract_json_text`."""
         if self.shape.needs_python_decode:
             return self._decode_python(lines, line_numbers)
         table = self._decode_typed(lines, line_numbers)
         if self._json_text is not None:
-            table = self._add_json_text(table, lines, line_numbers)
+            raw = json_text or self.extract_json_text(lines, line_numbers)
+            for name, values in zip(self.shape.json_text_columns, raw, strict=True):
+                text = pa.array(values, type=pa.binary()).cast(pa.string())
+                # JSON null (or a missing key) is SQL NULL, not the text "null"; decided per column.
+                table = table.append_column(name, pc.if_else(pc.equal(text, "null"), _NULL_TEXT, text))
         return table
 
     def _decode_typed(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.Table:
@@ -84,7 +106,7 @@ class RecordDecoder:
             return pa.table({"__rows": pa.nulls(len(lines))}).drop_columns(["__rows"])
         try:
             parsed = pj.read_json(
-                io.BytesIO(b"".join(lines)),
+                pa.BufferReader(b"".join(lines)),  # not BytesIO: Arrow reads it without the GIL
                 read_options=self._read_options,
                 parse_options=self._parse_options,
             )
@@ -101,24 +123,6 @@ class RecordDecoder:
             )
         batches = [pa.RecordBatch.from_struct_array(chunk) for chunk in record.chunks]
         return pa.Table.from_batches(batches, schema=self.shape.read_schema)
-
-    def _add_json_text(
-        self, table: pa.Table, lines: Sequence[bytes], line_numbers: Sequence[int]
-    ) -> pa.Table:
-        assert self._json_text is not None
-        decode = self._json_text.decode
-        try:
-            records = [decode(line).record for line in lines]
-        except msgspec.DecodeError as error:
-            self._raise_for_bad_line(lines, line_numbers)
-            raise BadInputError(str(error), stream=self.stream) from error
-        for i, name in enumerate(self.shape.json_text_columns):
-            attr = f"f{i}"
-            text = pa.array([bytes(getattr(r, attr)) for r in records], type=pa.binary()).cast(pa.string())
-            # JSON null (or a missing key) is SQL NULL, not the text "null"; decided on the whole column.
-            column = pc.if_else(pc.equal(text, "null"), pa.scalar(None, pa.string()), text)
-            table = table.append_column(name, column)
-        return table
 
     def _decode_python(self, lines: Sequence[bytes], line_numbers: Sequence[int]) -> pa.Table:
         schema = self.shape.full_read_schema
@@ -163,7 +167,7 @@ class RecordDecoder:
             if not self.shape.read_schema:
                 continue
             try:
-                pj.read_json(io.BytesIO(line), parse_options=self._parse_options)
+                pj.read_json(pa.BufferReader(line), parse_options=self._parse_options)
             except pa.ArrowInvalid as error:
                 detail = str(error).replace("JSON parse error: ", "").replace("/record/", "")
                 raise BadInputError(

@@ -159,9 +159,10 @@ class IcebergSink:
         self._raise_failed()
         decoder, metadata, writer = self._decoder, self._working, self._file_writer(self._working)
         stream = self.stream
+        json_text = decoder.extract_json_text(lines, numbers)  # GIL-bound: here, not on the staging thread
 
         def stage() -> None:
-            decoded = decoder.decode(lines, numbers)
+            decoded = decoder.decode(lines, numbers, json_text)
             conformed = conform_table(decoded, schema_to_pyarrow(metadata.schema()), stream, numbers)
             writer.write(conformed, metadata)
 
