@@ -24,7 +24,7 @@ from target_iceberg_nessie.sink import IcebergSink
 # Most taps (singer-sdk, singer-python) write "type" then "stream" first; such lines skip decoding.
 _RECORD_PREFIX = b'{"type":"RECORD","stream":"'
 _RECORD_PREFIX_SPACED = b'{"type": "RECORD", "stream": "'
-_TICK_EVERY = 4096  # records between time checks (batch age, microbatch seconds)
+_TICK_EVERY = 256  # records between time checks (batch age, microbatch seconds); also at every non-RECORD
 
 
 class _Envelope(msgspec.Struct):
@@ -171,6 +171,7 @@ class SingerLineRouter(GenericSingerReader[bytes]):
             self.routing.on_unknown(kind, number)
             return None
         callback(orjson.loads(line))
+        self.routing.on_tick()  # slow taps send few records: time limits are also checked here
         if kind == "SCHEMA":
             sink = self.routing.sinks.get(envelope.stream or "")
             if sink is not None:  # later RECORDs of the stream take the fast path

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -127,3 +129,22 @@ def test_states_within_the_checkpoint_interval_are_held_until_the_next_commit(la
     assert [int(s.summary["added-records"]) for s in table.metadata.snapshots] == [5]
     assert [json.loads(s) for s in result.states] == [{"n": 5}]
     assert lake.catalog().committed_state("acme.raw").state == {"n": 5}
+
+
+def test_microbatch_seconds_commits_a_slow_stream_without_state(lake: Lake) -> None:
+    def slow_tap() -> Iterator[bytes]:
+        yield schema("slow").encode()
+        for n in range(1, 601):
+            if n % 200 == 0:
+                time.sleep(0.3)  # the tap pauses; the next records arrive after the interval
+            yield record("slow", n).encode()
+
+    target = TargetIcebergNessie(config=lake.config(microbatch_seconds=0.2))
+    with contextlib.redirect_stdout(io.StringIO()):
+        target.process_lines(slow_tap())  # type: ignore[arg-type] # an iterable of byte lines
+        target.process_endofpipe()
+    table = lake.catalog().load_table(("acme", "raw", "slow"))
+    added = [int(s.summary["added-records"]) for s in table.metadata.snapshots]
+    assert len(added) >= 3, f"time-based checkpoints happened mid-stream: {added}"
+    assert sum(added) == 600
+    assert ids(lake, "acme.raw.slow") == list(range(1, 601))
