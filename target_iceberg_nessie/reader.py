@@ -95,6 +95,7 @@ class SingerLineRouter(GenericSingerReader[bytes]):
         by_raw_name = self._by_raw_name
         prefix_len, spaced_len = len(_RECORD_PREFIX), len(_RECORD_PREFIX_SPACED)
         number, records = self.line_number, self.records
+        records_before = records
         since = self.since_checkpoint
         try:
             for raw in binary_lines(file_input):
@@ -133,7 +134,7 @@ class SingerLineRouter(GenericSingerReader[bytes]):
             self.routing.on_failure()
             raise
         finally:
-            counts["RECORD"] += records - self.records
+            counts["RECORD"] += records - records_before
             self.line_number, self.records, self.since_checkpoint = number, records, since
         return counts
 

@@ -8,6 +8,7 @@ record path); decoding, checks and Parquet writing happen per batch in `sink.py`
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -49,6 +50,8 @@ class TargetIcebergNessie(Target):
         super(Target, cls).append_builtin_config(config_jsonschema)
 
     def __init__(self, **kwargs: Any) -> None:
+        # pyiceberg logs "Defaulting to PyArrow FileIO" at INFO for every file IO it builds.
+        logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)
         kwargs.setdefault("setup_mapper", False)  # stream maps would put Python back on every record
         super().__init__(**kwargs)
         self.settings = TargetSettings.from_config(self.config)

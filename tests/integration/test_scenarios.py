@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -102,3 +104,13 @@ def test_a_second_run_appends_and_keeps_the_first(lake: Lake, singer_fixture) ->
     assert len(rows) == 44
     log = lake.catalog().commit_log("acme.raw")
     assert {entry["run_id"] for entry in log} == {"run-1", "run-2"}
+
+
+def test_the_reader_counts_every_message_type(lake: Lake, singer_fixture) -> None:
+    from target_iceberg_nessie.target import TargetIcebergNessie  # noqa: PLC0415
+
+    target = TargetIcebergNessie(config=lake.config())
+    with contextlib.redirect_stdout(io.StringIO()):
+        counts = target.process_lines(io.StringIO(singer_fixture("interleaved.singer")))
+        target.process_endofpipe()
+    assert (counts["SCHEMA"], counts["RECORD"], counts["STATE"]) == (3, 90, 3)
