@@ -98,6 +98,12 @@ class IcebergSink:
             props.STREAM: self.stream,
             props.WRITER: "target-iceberg-nessie",
             "write.parquet.compression-codec": self.settings.parquet_compression,
+            # zstd level 1 writes files as small as the default level 3 here, ~25% faster (bench/).
+            **(
+                {"write.parquet.compression-level": "1"}
+                if self.settings.parquet_compression == "zstd"
+                else {}
+            ),
             "format-version": "2",
         }
 
