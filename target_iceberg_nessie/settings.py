@@ -82,13 +82,13 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
         BATCH_MAX_RECORDS,
         th.IntegerType,
-        default=100_000,
-        description="A stream's buffered records are written to a staged Parquet file at this count.",
+        default=25_000,
+        description="A stream's buffered records become a row group of its staged Parquet file at this count.",
     ),
     th.Property(
         BATCH_MAX_BYTES,
         th.IntegerType,
-        default=64 * 1024 * 1024,
+        default=16 * 1024 * 1024,
         description="... or when its buffered input reaches this many bytes (bounds memory per stream).",
     ),
     th.Property(
@@ -207,8 +207,8 @@ class TargetSettings:
             pipeline_id=pipeline_id,
             run_id=str(config.get(RUN_ID) or new_run_id()),
             state_dir=Path(str(config.get(STATE_DIR) or root / ".state")).expanduser(),
-            batch_max_records=max(1, int(_positive(config, BATCH_MAX_RECORDS, 100_000))),
-            batch_max_bytes=max(1, int(_positive(config, BATCH_MAX_BYTES, 64 * 1024 * 1024))),
+            batch_max_records=max(1, int(_positive(config, BATCH_MAX_RECORDS, 25_000))),
+            batch_max_bytes=max(1, int(_positive(config, BATCH_MAX_BYTES, 16 * 1024 * 1024))),
             batch_max_age_seconds=_positive(config, BATCH_MAX_AGE_SECONDS, 300),
             microbatch_records=int(_positive(config, MICROBATCH_RECORDS, 0)),
             microbatch_seconds=_positive(config, MICROBATCH_SECONDS, 0),
