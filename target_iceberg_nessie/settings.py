@@ -83,7 +83,7 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         BATCH_MAX_RECORDS,
         th.IntegerType,
         default=25_000,
-        description="A stream's buffered records become a row group of its staged Parquet file at this count.",
+        description="A stream's buffered records become a row group of its staged file at this count.",
     ),
     th.Property(
         BATCH_MAX_BYTES,
