@@ -39,7 +39,7 @@ demo: plugins
 	$(BIN)/meltano run demo
 	$(BIN)/ingest tables --sample 3
 
-test: plugins
+test: plugins lint typecheck
 	$(BIN)/pytest
 
 lint: setup

@@ -131,7 +131,7 @@ def test_the_console_script_reads_the_lake_of_the_project(tmp_path: Path, singer
     build_lake(Lake(project / ".lake"), singer_fixture, state_dir=str(project / ".state"))
     env = {**os.environ, "MELTANO_PROJECT_ROOT": str(project)}
 
-    done = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+    done = subprocess.run(
         [str(INGEST), "tables", "--json", "--sample", "3"],
         env=env,
         cwd=tmp_path,
