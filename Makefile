@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy target_iceberg_nessie ingestion
+	$(BIN)/mypy target_iceberg_nessie ingestion devstack
 
 bench: setup
 	$(BIN)/python bench/run_bench.py --records 1000000

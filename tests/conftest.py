@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["services"]  # fixtures for real services (tests/services.py)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SINGER_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "singer"
 
