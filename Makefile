@@ -12,7 +12,7 @@ export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_COMPILE_BYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup plugins demo test lint typecheck bench clean-lake clean
+.PHONY: setup plugins demo test lint typecheck nessie bench clean-lake clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -33,7 +33,13 @@ setup: $(VENV)/.installed
 	$(BIN)/meltano install
 	@touch $@
 
-plugins: .meltano/.installed
+# Meltano reinstalls a plugin only when its pip_url changes; the loader is this project, so a change
+# of its dependencies reinstalls it.
+.meltano/.loader-installed: .meltano/.installed pyproject.toml requirements/lock.txt
+	$(BIN)/meltano install --plugin-type loader --clean target-iceberg-nessie
+	@touch $@
+
+plugins: .meltano/.installed .meltano/.loader-installed
 
 demo: plugins
 	$(BIN)/meltano run demo
@@ -48,6 +54,9 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy target_iceberg_nessie ingestion devstack
+
+nessie: setup
+	$(BIN)/python -m devstack.nessie
 
 bench: setup
 	$(BIN)/python bench/run_bench.py --records 1000000

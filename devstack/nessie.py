@@ -155,3 +155,32 @@ class NessieServer:
         """Stop and start on the same ports (and, with RocksDB, the same repository)."""
         self.stop()
         self.start(timeout)
+
+
+def main() -> None:
+    """`python -m devstack.nessie`: run a local Nessie in the foreground until interrupted."""
+    import argparse  # noqa: PLC0415 - only the command line needs it
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=19120)
+    parser.add_argument("--management-port", type=int, default=19121)
+    parser.add_argument("--rocksdb", type=Path, help="keep the repository in this folder (else in memory)")
+    parser.add_argument("--log", type=Path, default=Path("nessie.log"))
+    args = parser.parse_args()
+    server = NessieServer(
+        log_path=args.log,
+        store="ROCKSDB" if args.rocksdb else "IN_MEMORY",
+        data_dir=args.rocksdb,
+        port=args.port,
+        management_port=args.management_port,
+    ).start()
+    print(f"Nessie {NESSIE_VERSION} ready at {server.uri} (log: {args.log}); Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -33,13 +33,28 @@ MICROBATCH_SECONDS: Final = "microbatch_seconds"
 PARQUET_COMPRESSION: Final = "parquet_compression"
 COMMIT_RETRIES: Final = "commit_retries"
 CHECKPOINT_INTERVAL_SECONDS: Final = "checkpoint_interval_seconds"
+NESSIE_URI: Final = "nessie_uri"
+NESSIE_TOKEN: Final = "nessie_token"  # noqa: S105 - the setting's name, not a secret
+BRANCH: Final = "branch"
 
 CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
         CATALOG_TYPE,
         th.StringType(allowed_values=list(CATALOG_TYPES)),
         default="sql",
-        description="Catalog backend. `sql`: the embedded catalog (pyiceberg SqlCatalog, SQLite by default).",
+        description="Catalog backend. `sql`: the embedded catalog (pyiceberg SqlCatalog, SQLite by default); "
+        "`nessie`: Project Nessie at nessie_uri, on `branch`.",
+    ),
+    th.Property(
+        NESSIE_URI,
+        th.StringType,
+        description="Nessie REST API v2 base URI (catalog_type nessie), e.g. http://127.0.0.1:19120/api/v2.",
+    ),
+    th.Property(
+        NESSIE_TOKEN, th.StringType, secret=True, description="Bearer token for Nessie, if it needs one."
+    ),
+    th.Property(
+        BRANCH, th.StringType, default="main", description="Nessie branch the checkpoints commit to."
     ),
     th.Property(
         CATALOG_NAME,
@@ -178,6 +193,9 @@ class TargetSettings:
     parquet_compression: str
     commit_retries: int
     checkpoint_interval_seconds: float
+    nessie_uri: str
+    nessie_token: str | None
+    branch: str
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -215,4 +233,7 @@ class TargetSettings:
             parquet_compression=str(config.get(PARQUET_COMPRESSION) or "zstd"),
             commit_retries=int(_positive(config, COMMIT_RETRIES, 5)),
             checkpoint_interval_seconds=_positive(config, CHECKPOINT_INTERVAL_SECONDS, 1.0),
+            nessie_uri=str(config.get(NESSIE_URI) or ""),
+            nessie_token=config.get(NESSIE_TOKEN) or None,
+            branch=str(config.get(BRANCH) or "main"),
         )

@@ -70,12 +70,15 @@ class TargetIcebergNessie(Target):
     @property
     def catalog(self) -> CheckpointCatalog:
         if self._catalog is None:
+            nessie = self.settings.catalog_type == "nessie"
             self._catalog = open_catalog(
                 self.settings.catalog_type,
                 name=self.settings.catalog_name,
-                uri=self.settings.catalog_uri,
+                uri=self.settings.nessie_uri if nessie else self.settings.catalog_uri,
                 warehouse=self.settings.warehouse,
                 create=True,
+                branch=self.settings.branch,
+                token=self.settings.nessie_token,
             )
         return self._catalog
 
@@ -197,10 +200,16 @@ class TargetIcebergNessie(Target):
         except TargetError:
             self._discard()
             raise
+        finally:
+            self.close()
         self._log_summary()
+
+    def close(self) -> None:
+        """Stop the staging thread and release the catalog (also after an error)."""
         self._staging.close()
         if self._catalog is not None:
             self._catalog.close()
+            self._catalog = None
 
     def _log_summary(self) -> None:
         coordinator = self._coordinator

@@ -93,6 +93,8 @@ def run_target(config: Mapping[str, Any], singer: str | bytes) -> TargetRun:
             target.process_endofpipe()
         except Exception as raised:  # noqa: BLE001 - handed to the test to assert on its type
             error = raised
+        finally:
+            target.close()
     return TargetRun(stdout=stdout.getvalue(), error=error)
 
 

@@ -11,17 +11,31 @@ from target_iceberg_nessie.catalogs.base import (
 )
 from target_iceberg_nessie.errors import ConfigError
 
-CATALOG_TYPES = ("sql",)
+CATALOG_TYPES = ("sql", "nessie")
 
 
 def open_catalog(
-    catalog_type: str, *, name: str, uri: str, warehouse: str, create: bool = False
+    catalog_type: str,
+    *,
+    name: str,
+    uri: str,
+    warehouse: str,
+    create: bool = False,
+    branch: str = "main",
+    token: str | None = None,
 ) -> CheckpointCatalog:
-    """Open the catalog a target (`create=True`) or a reader of its tables is configured for."""
+    """Open the catalog a target (`create=True`) or a reader of its tables is configured for.
+
+    `uri`: the SQLAlchemy URL (sql) or the Nessie REST API v2 base URI (nessie).
+    """
     if catalog_type == "sql":
         from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - lazy backend
 
         return EmbeddedCatalog(name=name, uri=uri, warehouse=warehouse, create=create)
+    if catalog_type == "nessie":
+        from target_iceberg_nessie.catalogs.nessie import NessieCatalog  # noqa: PLC0415 - lazy backend
+
+        return NessieCatalog(name=name, uri=uri, warehouse=warehouse, branch=branch, token=token)
     msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
     raise ConfigError(msg)
 

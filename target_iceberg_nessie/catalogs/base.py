@@ -138,3 +138,9 @@ class CheckpointCatalog(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; most catalogs hold nothing to release
         """Release connections."""
+
+    def __enter__(self) -> CheckpointCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

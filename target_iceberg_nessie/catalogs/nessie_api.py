@@ -95,8 +95,14 @@ def iceberg_table_content(
     return content
 
 
-def namespace_content(elements: Sequence[str], content_id: str | None = None) -> dict[str, Any]:
-    content: dict[str, Any] = {"type": NAMESPACE, "elements": list(elements), "properties": {}}
+def namespace_content(
+    elements: Sequence[str], content_id: str | None = None, properties: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "type": NAMESPACE,
+        "elements": list(elements),
+        "properties": dict(properties or {}),
+    }
     if content_id is not None:
         content["id"] = content_id
     return content

@@ -1,0 +1,289 @@
+"""The Nessie catalog: Iceberg tables on a Nessie branch, one Nessie commit per checkpoint.
+
+The client writes table metadata JSON itself (so any warehouse pyiceberg's FileIO reaches works,
+`file://` included) and commits ONE Put per touched table (plus namespace Puts) with the batch id,
+run id, pipeline id and Singer state in the commit properties. Reads within a checkpoint are pinned
+to the hash the checkpoint started from, and the commit expects that hash: a concurrent change to
+one of our tables is a conflict (re-applied by the coordinator), a change elsewhere is rebased by
+the server. After an ambiguous outcome the batch id is looked up in the log since that hash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog.noop import NoopCatalog
+from pyiceberg.io import load_file_io
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
+from pyiceberg.serializers import FromInputFile, ToOutputFile
+from pyiceberg.table import Table
+from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.metadata import TableMetadata, new_table_metadata
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
+from pyiceberg.typedef import Identifier
+
+from target_iceberg_nessie import properties as props
+from target_iceberg_nessie.catalogs.base import (
+    Checkpoint,
+    CheckpointCatalog,
+    CommitResult,
+    CommittedState,
+    TableChange,
+    arrow_to_iceberg_schema,
+)
+from target_iceberg_nessie.catalogs.nessie_api import (
+    ICEBERG_TABLE,
+    NAMESPACE,
+    CommitEntry,
+    NessieClient,
+    NessieConflictError,
+    NessieNotFoundError,
+    NessieUnavailableError,
+    Put,
+    Reference,
+    iceberg_table_content,
+    namespace_content,
+)
+from target_iceberg_nessie.errors import ConfigError, RetriableError
+
+_AUTHOR = "target-iceberg-nessie"
+_STATE_NAMESPACE: Identifier = ("_ingest",)
+_LOG_SCAN_LIMIT = 10_000  # commits read when looking for a pipeline's state or batch numbers
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class NessieCatalog(CheckpointCatalog):
+    """Tables on one Nessie branch."""
+
+    def __init__(
+        self, name: str, uri: str, warehouse: str, *, branch: str = "main", token: str | None = None
+    ):
+        if not uri:
+            msg = "catalog_type nessie needs the setting nessie_uri (e.g. http://127.0.0.1:19120/api/v2)"
+            raise ConfigError(msg)
+        self.name = name
+        self.warehouse = warehouse.rstrip("/")
+        self.branch = branch
+        self.client = NessieClient(uri, token=token)
+        self.iceberg = NoopCatalog(name)  # tables need a catalog object; commits go through Nessie
+        try:
+            self._base = self.client.reference(branch)
+        except NessieNotFoundError:
+            self.client.close()
+            msg = f"Nessie branch {branch!r} does not exist at {uri}; create it or set `branch`"
+            raise ConfigError(msg) from None
+        except BaseException:
+            self.client.close()
+            raise
+        self._content_ids: dict[Identifier, str] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load_table(self, identifier: Identifier) -> Table | None:
+        content = self.client.content(f"{self.branch}@{self._base.hash}", identifier)
+        if content is None or content.get("type") != ICEBERG_TABLE:
+            self._content_ids.pop(identifier, None)
+            return None
+        self._content_ids[identifier] = content["id"]
+        location = content["metadataLocation"]
+        io = load_file_io({}, location)
+        metadata = FromInputFile.table_metadata(io.new_input(location))
+        return Table(identifier, metadata=metadata, metadata_location=location, io=io, catalog=self.iceberg)
+
+    def list_namespaces(self) -> list[Identifier]:
+        return sorted(key for key, kind in self.client.entries(self.branch) if kind == NAMESPACE)
+
+    def list_tables(self, namespace: Identifier) -> list[Identifier]:
+        return sorted(
+            key
+            for key, kind in self.client.entries(self.branch)
+            if kind == ICEBERG_TABLE and key[:-1] == tuple(namespace)
+        )
+
+    def _ingest_commits(self, pipeline_id: str | None) -> Iterator[CommitEntry]:
+        for n, entry in enumerate(self.client.log(self.branch)):
+            if n >= _LOG_SCAN_LIMIT:
+                return
+            found = entry.properties.get(props.PIPELINE_ID)
+            if found is not None and (pipeline_id is None or found == pipeline_id):
+                yield entry
+
+    def _state_of(self, entry: CommitEntry) -> Mapping[str, Any] | None:
+        if inline := entry.properties.get(props.SINGER_STATE):
+            loaded: Mapping[str, Any] = json.loads(inline)
+            return loaded
+        if location := entry.properties.get(props.SINGER_STATE_LOCATION):
+            with load_file_io({}, location).new_input(location).open() as handle:
+                from_file: Mapping[str, Any] = json.loads(handle.read())
+                return from_file
+        return None
+
+    def committed_state(self, pipeline_id: str) -> CommittedState | None:
+        for entry in self._ingest_commits(pipeline_id):
+            return CommittedState(
+                pipeline_id=pipeline_id,
+                run_id=entry.properties.get(props.RUN_ID, ""),
+                batch_id=entry.properties.get(props.BATCH_ID, ""),
+                commit_id=entry.hash,
+                state=self._state_of(entry),
+                committed_at=entry.properties.get("ingest.committed-at", ""),
+                tables=json.loads(entry.properties.get("ingest.tables", "{}")),
+            )
+        return None
+
+    def last_batch_seq(self, pipeline_id: str, run_id: str) -> int:
+        seqs = [
+            int(e.properties.get(props.BATCH_SEQ, "0"))
+            for e in self._ingest_commits(pipeline_id)
+            if e.properties.get(props.RUN_ID) == run_id
+        ]
+        return max(seqs, default=0)
+
+    def commit_log(self, pipeline_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for entry in self._ingest_commits(pipeline_id):
+            if len(entries) >= limit:
+                break
+            entries.append(
+                {
+                    "batch_id": entry.properties.get(props.BATCH_ID),
+                    "pipeline_id": entry.properties.get(props.PIPELINE_ID),
+                    "run_id": entry.properties.get(props.RUN_ID),
+                    "streams": json.loads(entry.properties.get("ingest.streams", "[]")),
+                    "tables": json.loads(entry.properties.get("ingest.tables", "{}")),
+                    "summary": json.loads(entry.properties.get("ingest.summary", "{}")),
+                    "committed_at": entry.properties.get("ingest.committed-at"),
+                    "commit_hash": entry.hash,
+                }
+            )
+        return entries
+
+    # -- staging -----------------------------------------------------------------------------
+
+    def new_table_metadata(
+        self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
+    ) -> TableMetadata:
+        return new_table_metadata(
+            schema=arrow_to_iceberg_schema(schema),
+            partition_spec=UNPARTITIONED_PARTITION_SPEC,
+            sort_order=UNSORTED_SORT_ORDER,
+            location="/".join([self.warehouse, *identifier]),
+            properties=dict(properties),
+        )
+
+    # -- committing --------------------------------------------------------------------------
+
+    def _write_metadata(self, change: TableChange) -> str:
+        version = 0
+        if change.base_location is not None:
+            version = int(change.base_location.rsplit("/", 1)[-1].split("-", 1)[0] or 0) + 1
+        metadata = change.metadata
+        location = load_location_provider(
+            metadata.location, metadata.properties
+        ).new_table_metadata_file_location(version)
+        ToOutputFile.table_metadata(metadata, load_file_io({}, location).new_output(location))
+        return location
+
+    def _batch_committed(self, batch_id: str, since: str) -> CommitEntry | None:
+        for entry in self.client.log(self.branch, until_hash=since):
+            if entry.properties.get(props.BATCH_ID) == batch_id:
+                return entry
+        return None
+
+    def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:
+        base = self._base
+        locations = {change.identifier: self._write_metadata(change) for change in changes}
+        operations: list[Put] = []
+        existing = {key for key, _ in self.client.entries(f"{self.branch}@{base.hash}")}
+        for change in changes:
+            for depth in range(1, len(change.identifier)):
+                namespace = change.identifier[:depth]
+                if namespace not in existing:
+                    existing.add(namespace)
+                    operations.append(Put(namespace, namespace_content(namespace)))
+            metadata = change.metadata
+            snapshot = metadata.current_snapshot_id
+            operations.append(
+                Put(
+                    change.identifier,
+                    iceberg_table_content(
+                        metadata_location=locations[change.identifier],
+                        snapshot_id=snapshot if snapshot is not None else -1,
+                        schema_id=metadata.current_schema_id,
+                        spec_id=metadata.default_spec_id,
+                        sort_order_id=metadata.default_sort_order_id,
+                        content_id=self._content_ids.get(change.identifier) if change.base_location else None,
+                    ),
+                )
+            )
+        now = _now()
+        properties = {
+            props.PIPELINE_ID: checkpoint.pipeline_id,
+            props.RUN_ID: checkpoint.run_id,
+            props.BATCH_ID: checkpoint.batch_id,
+            props.BATCH_SEQ: str(checkpoint.batch_seq),
+            "ingest.streams": json.dumps(list(checkpoint.streams)),
+            "ingest.tables": json.dumps({".".join(k): v for k, v in locations.items()}),
+            "ingest.summary": json.dumps(dict(checkpoint.summary)),
+            "ingest.committed-at": now,
+        }
+        if checkpoint.state is not None:
+            properties[props.SINGER_STATE] = json.dumps(
+                checkpoint.state, separators=(",", ":"), sort_keys=True
+            )
+        message = f"checkpoint {checkpoint.batch_id} of {checkpoint.pipeline_id}: {len(changes)} table(s)"
+        operations.extend(self._state_marker(checkpoint, existing, base))
+        try:
+            head = self.client.commit(
+                base, operations, message=message, properties=properties, author=_AUTHOR
+            )
+        except NessieConflictError:
+            self._delete_quietly(list(locations.values()))
+            self._base = self.client.reference(self.branch)  # the retry reloads from the new head
+            raise
+        except NessieUnavailableError as error:
+            found = self._batch_committed(checkpoint.batch_id, base.hash)
+            if found is None:
+                self._delete_quietly(list(locations.values()))
+                msg = f"Nessie did not confirm batch {checkpoint.batch_id} and it is not in the log: {error}"
+                raise RetriableError(msg) from error
+            head = Reference(self.branch, found.hash)
+            self._base = head
+            return CommitResult(found.hash, locations, now, already_committed=True)
+        self._base = head
+        return CommitResult(head.hash, locations, now)
+
+    def _state_marker(self, checkpoint: Checkpoint, existing: set[Identifier], base: Reference) -> list[Put]:
+        """Every checkpoint also puts the pipeline's marker `_ingest.<pipeline id>` (a namespace whose
+        properties hold the batch id): a state-only checkpoint has something to commit (Nessie
+        refuses empty commits), and two runs of one pipeline racing conflict on it."""
+        operations = []
+        if _STATE_NAMESPACE not in existing:
+            operations.append(Put(_STATE_NAMESPACE, namespace_content(_STATE_NAMESPACE)))
+        key = (*_STATE_NAMESPACE, checkpoint.pipeline_id)
+        current = self.client.content(f"{self.branch}@{base.hash}", key) if key in existing else None
+        marker = namespace_content(
+            key,
+            current.get("id") if current else None,
+            {props.BATCH_ID: checkpoint.batch_id, props.RUN_ID: checkpoint.run_id},
+        )
+        operations.append(Put(key, marker))
+        return operations
+
+    @staticmethod
+    def _delete_quietly(locations: Sequence[str]) -> None:
+        for location in locations:
+            try:
+                load_file_io({}, location).delete(location)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,167 @@
+"""The target on the Nessie catalog: scenarios read back, one Nessie commit per checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import uuid
+from typing import Any
+
+import pytest
+from conftest import Lake, duckdb_connection, run_target
+from singer_expect import actual_rows, expected_rows, merged_properties, parse_messages
+
+from devstack.nessie import NessieServer
+from target_iceberg_nessie.catalogs import open_catalog
+from target_iceberg_nessie.catalogs.nessie_api import NessieClient, Put
+from target_iceberg_nessie.target import TargetIcebergNessie
+
+
+@pytest.fixture
+def branch(nessie: NessieServer) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with NessieClient(nessie.uri) as client:
+        client.create_branch(name, client.reference("main"))
+    return name
+
+
+def nessie_config(lake: Lake, nessie: NessieServer, branch: str, **overrides: Any) -> dict[str, Any]:
+    return lake.config(catalog_type="nessie", nessie_uri=nessie.uri, branch=branch, **overrides)
+
+
+def catalog(lake: Lake, nessie: NessieServer, branch: str) -> Any:
+    return open_catalog("nessie", name="ingest", uri=nessie.uri, warehouse=str(lake.warehouse), branch=branch)
+
+
+SCENARIOS = [
+    ("nested.singer", "orders", ("acme", "raw", "orders"), "id"),
+    ("schema_evolution.singer", "accounts", ("acme", "raw", "accounts"), "id"),
+    ("interleaved.singer", "Page-Views", ("acme", "raw", "page_views"), "id"),
+]
+
+
+@pytest.mark.parametrize(("fixture", "stream", "table", "key"), SCENARIOS)
+def test_scenarios_read_back_through_pyiceberg_and_duckdb(
+    lake: Lake,
+    nessie: NessieServer,
+    branch: str,
+    singer_fixture,
+    fixture: str,
+    stream: str,
+    table: tuple,
+    key: str,
+) -> None:
+    text = singer_fixture(fixture)
+    result = run_target(nessie_config(lake, nessie, branch), text)
+    assert result.error is None, result.error
+    messages = parse_messages(text)
+    props = merged_properties(messages, stream)
+    expected = expected_rows(messages, stream, key)
+    with catalog(lake, nessie, branch) as opened:
+        loaded = opened.load_table(table)
+    assert loaded is not None
+    assert actual_rows(loaded.scan().to_arrow().to_pylist(), props, key) == expected
+    scan = f"SELECT * FROM iceberg_scan('{loaded.metadata_location}')"  # noqa: S608 - a test's own path
+    cursor = duckdb_connection().execute(scan)
+    names = [d[0] for d in cursor.description]
+    duck = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert actual_rows(duck, props, key) == expected
+
+
+def test_each_checkpoint_is_one_nessie_commit_carrying_ids_and_state(
+    lake: Lake, nessie: NessieServer, branch: str, singer_fixture
+) -> None:
+    text = singer_fixture("interleaved.singer")
+    result = run_target(nessie_config(lake, nessie, branch), text)
+    assert result.error is None
+    states = [m["value"] for m in parse_messages(text) if m["type"] == "STATE"]
+    with NessieClient(nessie.uri) as client:
+        ours = [e for e in client.log(branch) if "ingest.batch-id" in e.properties]
+    assert [e.properties["ingest.batch-id"] for e in ours] == ["run-1:3", "run-1:2", "run-1:1"]
+    assert [json.loads(e.properties["ingest.singer-state"]) for e in reversed(ours)] == states
+    first = json.loads(ours[-1].properties["ingest.tables"])
+    assert sorted(first) == ["acme.raw.events", "acme.raw.page_views", "acme.raw.users"], "3 tables, 1 commit"
+    with catalog(lake, nessie, branch) as opened:
+        committed = opened.committed_state("acme.raw")
+    assert committed is not None
+    assert committed.state == states[-1]
+    assert committed.commit_id == ours[0].hash
+    with NessieClient(nessie.uri) as client:
+        assert client.content("main", ("acme", "raw", "users")) is None, "only the configured branch moved"
+
+
+def test_a_second_run_appends_and_batch_ids_stay_unique(
+    lake: Lake, nessie: NessieServer, branch: str, singer_fixture
+) -> None:
+    text = singer_fixture("state_every_n.singer")
+    assert run_target(nessie_config(lake, nessie, branch), text).error is None
+    assert run_target(nessie_config(lake, nessie, branch), text).error is None  # same run id: a retry
+    with catalog(lake, nessie, branch) as opened:
+        loaded = opened.load_table(("acme", "raw", "ticks"))
+        log = opened.commit_log("acme.raw")
+    assert loaded is not None
+    assert len(loaded.scan().to_arrow()) == 44
+    batch_ids = [entry["batch_id"] for entry in log]
+    assert len(batch_ids) == len(set(batch_ids)) == 10
+
+
+def test_a_state_only_checkpoint_commits_the_state(lake: Lake, nessie: NessieServer, branch: str) -> None:
+    schema = '{"type":"SCHEMA","stream":"s","schema":{"properties":{"id":{"type":"integer"}}}}\n'
+    record = '{"type":"RECORD","stream":"s","record":{"id":1}}\n'
+    text = schema + record + '{"type":"STATE","value":{"n":1}}\n' + '{"type":"STATE","value":{"n":2}}\n'
+    result = run_target(nessie_config(lake, nessie, branch), text)
+    assert result.error is None
+    assert [json.loads(s) for s in result.states] == [{"n": 1}, {"n": 2}]
+    with catalog(lake, nessie, branch) as opened:
+        committed = opened.committed_state("acme.raw")
+    assert committed is not None
+    assert committed.state == {"n": 2}
+
+
+def test_a_missing_branch_is_a_clear_error(lake: Lake, nessie: NessieServer) -> None:
+    result = run_target(nessie_config(lake, nessie, "no-such-branch"), '{"type":"STATE","value":{}}\n')
+    assert result.error is not None
+    assert "no-such-branch" in str(result.error)
+    assert "does not exist" in str(result.error)
+
+
+def test_a_concurrent_commit_to_our_table_is_a_conflict_we_reapply_once(
+    lake: Lake, nessie: NessieServer, branch: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = '{"type":"SCHEMA","stream":"c","schema":{"properties":{"id":{"type":"integer"}}}}\n'
+
+    def record(n: int) -> str:
+        return json.dumps({"type": "RECORD", "stream": "c", "record": {"id": n}}) + "\n"
+
+    target = TargetIcebergNessie(config=nessie_config(lake, nessie, branch))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            target.process_lines(
+                io.StringIO(schema + record(1) + '{"type":"STATE","value":{"n":1}}\n' + record(2))
+            )
+            # Another writer commits to the same table after our checkpoint loaded it.
+            with NessieClient(nessie.uri) as client:
+                content = client.content(branch, ("acme", "raw", "c"))
+                assert content is not None
+                client.commit(
+                    client.reference(branch),
+                    [Put(("acme", "raw", "c"), {**content, "snapshotId": content["snapshotId"] + 1})],
+                    message="another writer",
+                    properties={},
+                    author="other",
+                )
+            target.process_lines(io.StringIO('{"type":"STATE","value":{"n":2}}\n'))
+            target.process_endofpipe()
+    finally:
+        target.close()
+    with catalog(lake, nessie, branch) as opened:
+        loaded = opened.load_table(("acme", "raw", "c"))
+        assert loaded is not None
+        assert sorted(r["id"] for r in loaded.scan().to_arrow().to_pylist()) == [1, 2]
+        assert opened.committed_state("acme.raw").state == {"n": 2}
+    with NessieClient(nessie.uri) as client:
+        messages = [e.message for e in client.log(branch)]
+    assert messages[1] == "another writer", "our retried checkpoint landed after theirs, once"
+    assert messages[0].startswith("checkpoint run-1:2")
+    assert any("commit conflict" in r.getMessage() for r in caplog.records), "the first attempt conflicted"
