@@ -36,6 +36,7 @@ CHECKPOINT_INTERVAL_SECONDS: Final = "checkpoint_interval_seconds"
 NESSIE_URI: Final = "nessie_uri"
 NESSIE_TOKEN: Final = "nessie_token"  # noqa: S105 - the setting's name, not a secret
 BRANCH: Final = "branch"
+BRANCH_FROM: Final = "branch_from"
 
 CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
@@ -55,6 +56,12 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
     ),
     th.Property(
         BRANCH, th.StringType, default="main", description="Nessie branch the checkpoints commit to."
+    ),
+    th.Property(
+        BRANCH_FROM,
+        th.StringType,
+        description="When `branch` does not exist, create it from this reference (a branch or tag name); "
+        "unset: a missing branch is an error.",
     ),
     th.Property(
         CATALOG_NAME,
@@ -196,6 +203,7 @@ class TargetSettings:
     nessie_uri: str
     nessie_token: str | None
     branch: str
+    branch_from: str | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -236,4 +244,5 @@ class TargetSettings:
             nessie_uri=str(config.get(NESSIE_URI) or ""),
             nessie_token=config.get(NESSIE_TOKEN) or None,
             branch=str(config.get(BRANCH) or "main"),
+            branch_from=config.get(BRANCH_FROM) or None,
         )

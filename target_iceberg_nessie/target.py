@@ -78,6 +78,7 @@ class TargetIcebergNessie(Target):
                 warehouse=self.settings.warehouse,
                 create=True,
                 branch=self.settings.branch,
+                branch_from=self.settings.branch_from,
                 token=self.settings.nessie_token,
             )
         return self._catalog

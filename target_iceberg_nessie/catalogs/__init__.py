@@ -22,6 +22,7 @@ def open_catalog(
     warehouse: str,
     create: bool = False,
     branch: str = "main",
+    branch_from: str | None = None,
     token: str | None = None,
 ) -> CheckpointCatalog:
     """Open the catalog a target (`create=True`) or a reader of its tables is configured for.
@@ -35,7 +36,9 @@ def open_catalog(
     if catalog_type == "nessie":
         from target_iceberg_nessie.catalogs.nessie import NessieCatalog  # noqa: PLC0415 - lazy backend
 
-        return NessieCatalog(name=name, uri=uri, warehouse=warehouse, branch=branch, token=token)
+        return NessieCatalog(
+            name=name, uri=uri, warehouse=warehouse, branch=branch, branch_from=branch_from, token=token
+        )
     msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
     raise ConfigError(msg)
 

@@ -63,7 +63,14 @@ class NessieCatalog(CheckpointCatalog):
     """Tables on one Nessie branch."""
 
     def __init__(
-        self, name: str, uri: str, warehouse: str, *, branch: str = "main", token: str | None = None
+        self,
+        name: str,
+        uri: str,
+        warehouse: str,
+        *,
+        branch: str = "main",
+        branch_from: str | None = None,
+        token: str | None = None,
     ):
         if not uri:
             msg = "catalog_type nessie needs the setting nessie_uri (e.g. http://127.0.0.1:19120/api/v2)"
@@ -74,15 +81,32 @@ class NessieCatalog(CheckpointCatalog):
         self.client = NessieClient(uri, token=token)
         self.iceberg = NoopCatalog(name)  # tables need a catalog object; commits go through Nessie
         try:
-            self._base = self.client.reference(branch)
-        except NessieNotFoundError:
-            self.client.close()
-            msg = f"Nessie branch {branch!r} does not exist at {uri}; create it or set `branch`"
-            raise ConfigError(msg) from None
+            self._base = self._branch_head(branch, branch_from)
         except BaseException:
             self.client.close()
             raise
         self._content_ids: dict[Identifier, str] = {}
+
+    def _branch_head(self, branch: str, branch_from: str | None) -> Reference:
+        """The branch's head; a missing branch is created from `branch_from`, or is an error."""
+        try:
+            return self.client.reference(branch)
+        except NessieNotFoundError:
+            if branch_from is None:
+                msg = (
+                    f"Nessie branch {branch!r} does not exist at {self.client.uri}; create it, or set "
+                    "`branch_from` to create it from another reference"
+                )
+                raise ConfigError(msg) from None
+        try:
+            source = self.client.reference(branch_from)
+        except NessieNotFoundError:
+            msg = f"cannot create Nessie branch {branch!r}: its source {branch_from!r} does not exist"
+            raise ConfigError(msg) from None
+        try:
+            return self.client.create_branch(branch, source)
+        except NessieConflictError:
+            return self.client.reference(branch)  # a concurrent run created it meanwhile
 
     # -- reading ---------------------------------------------------------------------------
 

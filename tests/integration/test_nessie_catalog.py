@@ -194,3 +194,19 @@ def test_a_lost_commit_response_is_settled_from_the_log_not_resent(
         assert loaded is not None
         assert [r["id"] for r in loaded.scan().to_arrow().to_pylist()] == [1]
         assert opened.committed_state("acme.raw").state == {"n": 1}
+
+
+def test_a_missing_branch_is_created_from_branch_from(lake: Lake, nessie: NessieServer, branch: str) -> None:
+    new = f"{branch}-child"
+    text = (
+        '{"type":"SCHEMA","stream":"b","schema":{"properties":{"id":{"type":"integer"}}}}\n'
+        '{"type":"RECORD","stream":"b","record":{"id":1}}\n'
+    )
+    result = run_target(nessie_config(lake, nessie, new, branch_from=branch), text)
+    assert result.error is None
+    with NessieClient(nessie.uri) as client:
+        assert client.content(new, ("acme", "raw", "b")) is not None
+        assert client.content(branch, ("acme", "raw", "b")) is None, "the source branch is untouched"
+    missing_source = run_target(nessie_config(lake, nessie, f"{branch}-x", branch_from="nope"), text)
+    assert missing_source.error is not None
+    assert "'nope' does not exist" in str(missing_source.error)
