@@ -7,19 +7,29 @@ and records the pipeline's Singer state with it (DESIGN.md, exactly-once protoco
 from __future__ import annotations
 
 import abc
+import contextlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.io import load_file_io
 from pyiceberg.io.pyarrow import pyarrow_to_schema
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.schema import Schema
+from pyiceberg.serializers import ToOutputFile
 from pyiceberg.table import Table
-from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.metadata import TableMetadata, new_table_metadata
+from pyiceberg.table.snapshots import MetadataLogEntry
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.typedef import Identifier
 
 _FIELD_ID = b"PARQUET:field_id"
+_METADATA_LOG_MAX = 100
+_METADATA_VERSION = re.compile(r"^(\d+)-")  # 00003-<uuid>.metadata.json
 
 
 def _with_ids(data_type: pa.DataType, next_id: list[int]) -> pa.DataType:
@@ -95,17 +105,47 @@ class CheckpointCatalog(abc.ABC):
     """The catalog operations the target needs. Implementations live in this package only."""
 
     name: str
+    warehouse: str  # root of new tables' locations
     iceberg: Catalog  # the pyiceberg catalog, for readers and for staged tables
 
     @abc.abstractmethod
     def load_table(self, identifier: Identifier) -> Table | None:
         """The committed table, or None if it does not exist."""
 
-    @abc.abstractmethod
     def new_table_metadata(
         self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
     ) -> TableMetadata:
         """Metadata of a table that becomes visible only when its checkpoint commits."""
+        return new_table_metadata(
+            schema=arrow_to_iceberg_schema(schema),
+            partition_spec=UNPARTITIONED_PARTITION_SPEC,
+            sort_order=UNSORTED_SORT_ORDER,
+            location="/".join([self.warehouse, *identifier]),
+            properties=dict(properties),
+        )
+
+    @staticmethod
+    def write_metadata(change: TableChange) -> str:
+        """Write the change's metadata JSON (next version, with a metadata-log entry for its base)."""
+        metadata, version = change.metadata, 0
+        if change.base_location is not None:
+            entry = MetadataLogEntry(metadata_file=change.base_location, timestamp_ms=change.base_updated_ms)
+            metadata = metadata.model_copy(
+                update={"metadata_log": [*metadata.metadata_log, entry][-_METADATA_LOG_MAX:]}
+            )
+            found = _METADATA_VERSION.match(change.base_location.rsplit("/", 1)[-1])
+            version = int(found.group(1)) + 1 if found else 0
+        provider = load_location_provider(metadata.location, metadata.properties)
+        location = provider.new_table_metadata_file_location(version)
+        ToOutputFile.table_metadata(metadata, load_file_io({}, location).new_output(location))
+        return location
+
+    @staticmethod
+    def delete_quietly(locations: Sequence[str]) -> None:
+        """Delete files of a commit that surely did not land (best effort)."""
+        for location in locations:
+            with contextlib.suppress(OSError):
+                load_file_io({}, location).delete(location)
 
     @abc.abstractmethod
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:

@@ -15,15 +15,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
 from pyiceberg.catalog.noop import NoopCatalog
 from pyiceberg.io import load_file_io
-from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
-from pyiceberg.serializers import FromInputFile, ToOutputFile
+from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
-from pyiceberg.table.locations import load_location_provider
-from pyiceberg.table.metadata import TableMetadata, new_table_metadata
-from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.typedef import Identifier
 
 from target_iceberg_nessie import properties as props
@@ -33,7 +28,6 @@ from target_iceberg_nessie.catalogs.base import (
     CommitResult,
     CommittedState,
     TableChange,
-    arrow_to_iceberg_schema,
 )
 from target_iceberg_nessie.catalogs.nessie_api import (
     ICEBERG_TABLE,
@@ -189,31 +183,7 @@ class NessieCatalog(CheckpointCatalog):
             )
         return entries
 
-    # -- staging -----------------------------------------------------------------------------
-
-    def new_table_metadata(
-        self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
-    ) -> TableMetadata:
-        return new_table_metadata(
-            schema=arrow_to_iceberg_schema(schema),
-            partition_spec=UNPARTITIONED_PARTITION_SPEC,
-            sort_order=UNSORTED_SORT_ORDER,
-            location="/".join([self.warehouse, *identifier]),
-            properties=dict(properties),
-        )
-
     # -- committing --------------------------------------------------------------------------
-
-    def _write_metadata(self, change: TableChange) -> str:
-        version = 0
-        if change.base_location is not None:
-            version = int(change.base_location.rsplit("/", 1)[-1].split("-", 1)[0] or 0) + 1
-        metadata = change.metadata
-        location = load_location_provider(
-            metadata.location, metadata.properties
-        ).new_table_metadata_file_location(version)
-        ToOutputFile.table_metadata(metadata, load_file_io({}, location).new_output(location))
-        return location
 
     def _batch_committed(self, batch_id: str, since: str) -> CommitEntry | None:
         for entry in self.client.log(self.branch, until_hash=since):
@@ -223,14 +193,13 @@ class NessieCatalog(CheckpointCatalog):
 
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:
         base = self._base
-        locations = {change.identifier: self._write_metadata(change) for change in changes}
+        locations = {change.identifier: self.write_metadata(change) for change in changes}
         operations: list[Put] = []
-        existing = {key for key, _ in self.client.entries(f"{self.branch}@{base.hash}")}
+        at_base = f"{self.branch}@{base.hash}"
         for change in changes:
             for depth in range(1, len(change.identifier)):
                 namespace = change.identifier[:depth]
-                if namespace not in existing:
-                    existing.add(namespace)
+                if change.base_location is None and not self._exists(at_base, namespace, operations):
                     operations.append(Put(namespace, namespace_content(namespace)))
             metadata = change.metadata
             snapshot = metadata.current_snapshot_id
@@ -263,19 +232,19 @@ class NessieCatalog(CheckpointCatalog):
                 checkpoint.state, separators=(",", ":"), sort_keys=True
             )
         message = f"checkpoint {checkpoint.batch_id} of {checkpoint.pipeline_id}: {len(changes)} table(s)"
-        operations.extend(self._state_marker(checkpoint, existing, base))
+        operations.extend(self._state_marker(checkpoint, at_base, operations))
         try:
             head = self.client.commit(
                 base, operations, message=message, properties=properties, author=_AUTHOR
             )
         except NessieConflictError:
-            self._delete_quietly(list(locations.values()))
+            self.delete_quietly(list(locations.values()))
             self._base = self.client.reference(self.branch)  # the retry reloads from the new head
             raise
         except NessieUnavailableError as error:
             found = self._batch_committed(checkpoint.batch_id, base.hash)
             if found is None:
-                self._delete_quietly(list(locations.values()))
+                self.delete_quietly(list(locations.values()))
                 msg = f"Nessie did not confirm batch {checkpoint.batch_id} and it is not in the log: {error}"
                 raise RetriableError(msg) from error
             head = Reference(self.branch, found.hash)
@@ -284,15 +253,20 @@ class NessieCatalog(CheckpointCatalog):
         self._base = head
         return CommitResult(head.hash, locations, now)
 
-    def _state_marker(self, checkpoint: Checkpoint, existing: set[Identifier], base: Reference) -> list[Put]:
+    def _exists(self, at_base: str, key: Identifier, staged: Sequence[Put]) -> bool:
+        """Whether `key` exists at the base hash or is already put by this commit (one lookup per
+        key: only new tables' namespaces and the marker are checked, not the whole branch)."""
+        return any(put.key == key for put in staged) or self.client.content(at_base, key) is not None
+
+    def _state_marker(self, checkpoint: Checkpoint, at_base: str, staged: Sequence[Put]) -> list[Put]:
         """Every checkpoint also puts the pipeline's marker `_ingest.<pipeline id>` (a namespace whose
         properties hold the batch id): a state-only checkpoint has something to commit (Nessie
         refuses empty commits), and two runs of one pipeline racing conflict on it."""
-        operations = []
-        if _STATE_NAMESPACE not in existing:
-            operations.append(Put(_STATE_NAMESPACE, namespace_content(_STATE_NAMESPACE)))
         key = (*_STATE_NAMESPACE, checkpoint.pipeline_id)
-        current = self.client.content(f"{self.branch}@{base.hash}", key) if key in existing else None
+        current = self.client.content(at_base, key)
+        operations = []
+        if current is None and not self._exists(at_base, _STATE_NAMESPACE, staged):
+            operations.append(Put(_STATE_NAMESPACE, namespace_content(_STATE_NAMESPACE)))
         marker = namespace_content(
             key,
             current.get("id") if current else None,
@@ -300,14 +274,6 @@ class NessieCatalog(CheckpointCatalog):
         )
         operations.append(Put(key, marker))
         return operations
-
-    @staticmethod
-    def _delete_quietly(locations: Sequence[str]) -> None:
-        for location in locations:
-            try:
-                load_file_io({}, location).delete(location)
-            except OSError:
-                continue
 
     def close(self) -> None:
         self.client.close()

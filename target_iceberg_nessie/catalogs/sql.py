@@ -7,25 +7,16 @@ the commit log keyed by batch id. Either all of it is visible or none of it is.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, SqlCatalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.io import load_file_io
-from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
-from pyiceberg.serializers import ToOutputFile
 from pyiceberg.table import Table
-from pyiceberg.table.locations import load_location_provider
-from pyiceberg.table.metadata import TableMetadata, new_table_metadata
-from pyiceberg.table.snapshots import MetadataLogEntry
-from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.typedef import Identifier
 from sqlalchemy import Integer, String, Text, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -37,11 +28,8 @@ from target_iceberg_nessie.catalogs.base import (
     CommitResult,
     CommittedState,
     TableChange,
-    arrow_to_iceberg_schema,
 )
 from target_iceberg_nessie.errors import CommitConflictError, ConfigError, FatalError, RetriableError
-
-_METADATA_LOG_MAX = 100
 
 
 class _IngestBase(DeclarativeBase):
@@ -81,14 +69,6 @@ class CommitLogRow(_IngestBase):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _with_log_entry(metadata: TableMetadata, base_location: str, base_updated_ms: int) -> TableMetadata:
-    log = [
-        *metadata.metadata_log,
-        MetadataLogEntry(metadata_file=base_location, timestamp_ms=base_updated_ms),
-    ]
-    return metadata.model_copy(update={"metadata_log": log[-_METADATA_LOG_MAX:]})
 
 
 class EmbeddedCatalog(CheckpointCatalog):
@@ -192,53 +172,17 @@ class EmbeddedCatalog(CheckpointCatalog):
                 for row in session.scalars(query)
             ]
 
-    # -- staging -----------------------------------------------------------------------------
-
-    def table_location(self, identifier: Identifier) -> str:
-        return "/".join([self.warehouse, *identifier])
-
-    def new_table_metadata(
-        self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
-    ) -> TableMetadata:
-        return new_table_metadata(
-            schema=arrow_to_iceberg_schema(schema),
-            partition_spec=UNPARTITIONED_PARTITION_SPEC,
-            sort_order=UNSORTED_SORT_ORDER,
-            location=self.table_location(identifier),
-            properties=dict(properties),
-        )
-
     # -- committing --------------------------------------------------------------------------
-
-    def _write_metadata(self, change: TableChange) -> tuple[str, TableMetadata]:
-        metadata = change.metadata
-        version = 0
-        if change.base_location is not None:
-            version = SqlCatalog._parse_metadata_version(change.base_location) + 1
-        provider = load_location_provider(metadata.location, metadata.properties)
-        location = provider.new_table_metadata_file_location(version)
-        io = load_file_io(self.iceberg.properties, location)
-        ToOutputFile.table_metadata(metadata, io.new_output(location))
-        return location, metadata
 
     def _batch_logged(self, batch_id: str) -> bool:
         with Session(self._engine) as session:
             return session.get(CommitLogRow, (self.name, batch_id)) is not None
 
-    @staticmethod
-    def _delete_quietly(locations: Sequence[str]) -> None:
-        for location in locations:
-            with contextlib.suppress(OSError):
-                load_file_io({}, location).delete(location)
-
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:
         written: dict[Identifier, str] = {}
         prepared: list[tuple[TableChange, str]] = []
         for change in changes:
-            metadata = change.metadata
-            if change.base_location is not None:
-                metadata = _with_log_entry(metadata, change.base_location, change.base_updated_ms)
-            location, _ = self._write_metadata(TableChange(change.identifier, change.base_location, metadata))
+            location = self.write_metadata(change)
             written[change.identifier] = location
             prepared.append((change, location))
         tables_json = json.dumps({".".join(ident): loc for ident, loc in written.items()})
@@ -249,10 +193,10 @@ class EmbeddedCatalog(CheckpointCatalog):
                     self._apply(session, change, location)
                 self._record(session, checkpoint, tables_json, now)
         except CommitConflictError:
-            self._delete_quietly(list(written.values()))
+            self.delete_quietly(list(written.values()))
             raise
         except IntegrityError as error:
-            self._delete_quietly(list(written.values()))
+            self.delete_quietly(list(written.values()))
             if self._batch_logged(checkpoint.batch_id):
                 # Nothing of this transaction landed; an earlier commit owns the batch id.
                 msg = (
@@ -266,7 +210,7 @@ class EmbeddedCatalog(CheckpointCatalog):
             # The transaction may or may not have landed: the commit log settles it.
             if self._batch_logged(checkpoint.batch_id):
                 return CommitResult(checkpoint.batch_id, written, _now(), already_committed=True)
-            self._delete_quietly(list(written.values()))
+            self.delete_quietly(list(written.values()))
             msg = f"the catalog database did not accept batch {checkpoint.batch_id}: {error}"
             raise RetriableError(msg) from error
         return CommitResult(checkpoint.batch_id, written, now)
