@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @dataclass
 class Lake:
-    """An embedded lake in a temporary folder: what the target's default config points at."""
+    """A lake in a temporary folder: the embedded catalog (the target's default), or a branch of a
+    real Nessie server when `nessie_uri` is set. The warehouse is a local folder either way."""
 
     root: Path
+    nessie_uri: str | None = None
+    branch: str = "main"
+    opened: list[Any] = field(default_factory=list)  # catalogs the test opened; closed after it
+
+    @property
+    def catalog_type(self) -> str:
+        return "sql" if self.nessie_uri is None else "nessie"
 
     @property
     def warehouse(self) -> Path:
@@ -45,9 +54,12 @@ class Lake:
         return self.root / "state"
 
     def config(self, **overrides: Any) -> dict[str, Any]:
+        catalog: dict[str, Any] = {"catalog_uri": self.catalog_uri}
+        if self.nessie_uri is not None:
+            catalog = {"catalog_type": "nessie", "nessie_uri": self.nessie_uri, "branch": self.branch}
         return {
             "warehouse": str(self.warehouse),
-            "catalog_uri": self.catalog_uri,
+            **catalog,
             "state_dir": str(self.state_dir),
             "tenant": "acme",
             "namespace": "raw",
@@ -56,17 +68,54 @@ class Lake:
             **overrides,
         }
 
-    def catalog(self, *, create: bool = False) -> Any:
+    def catalog(self, *, create: bool = False, branch: str | None = None) -> Any:
+        """The lake's catalog (a reader unless `create`); `branch` reads another Nessie reference."""
         from target_iceberg_nessie.catalogs import open_catalog  # noqa: PLC0415
 
-        return open_catalog(
-            "sql", name="ingest", uri=self.catalog_uri, warehouse=str(self.warehouse), create=create
+        catalog = open_catalog(
+            self.catalog_type,
+            name="ingest",
+            uri=self.catalog_uri if self.nessie_uri is None else self.nessie_uri,
+            warehouse=str(self.warehouse),
+            create=create,
+            branch=branch or self.branch,
         )
+        self.opened.append(catalog)
+        return catalog
+
+    def close(self) -> None:
+        while self.opened:
+            self.opened.pop().close()
+
+
+def new_nessie_branch(uri: str, prefix: str = "t") -> str:
+    """A fresh branch from main, so that tests sharing one Nessie server never see each other."""
+    from target_iceberg_nessie.catalogs.nessie_api import NessieClient  # noqa: PLC0415
+
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    with NessieClient(uri) as client:
+        client.create_branch(name, client.reference("main"))
+    return name
+
+
+@pytest.fixture(params=["embedded", "nessie"])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
+    """Catalog-agnostic tests take this: they run once on the embedded catalog, once on Nessie."""
+    if request.param == "embedded":
+        opened = Lake(tmp_path / "lake")
+    else:
+        server = request.getfixturevalue("nessie")
+        opened = Lake(tmp_path / "lake", nessie_uri=server.uri, branch=new_nessie_branch(server.uri))
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> Lake:
-    return Lake(tmp_path / "lake")
+def embedded_lake(tmp_path: Path) -> Iterator[Lake]:
+    """For tests of the embedded catalog itself (or of tools that read only it)."""
+    opened = Lake(tmp_path / "lake")
+    yield opened
+    opened.close()
 
 
 @dataclass
@@ -99,8 +148,7 @@ def run_target(config: Mapping[str, Any], singer: str | bytes) -> TargetRun:
 
 
 def read_pyiceberg(lake: Lake, table: str) -> list[dict[str, Any]]:
-    catalog = lake.catalog()
-    loaded = catalog.load_table(tuple(table.split(".")))
+    loaded = lake.catalog().load_table(tuple(table.split(".")))
     assert loaded is not None, f"table {table} does not exist"
     rows: list[dict[str, Any]] = loaded.scan().to_arrow().to_pylist()
     return rows
@@ -122,8 +170,7 @@ def duckdb_connection() -> Any:
 
 def read_duckdb(lake: Lake, table: str) -> list[dict[str, Any]]:
     """Read a table's current snapshot through DuckDB's own Iceberg reader."""
-    catalog = lake.catalog()
-    loaded = catalog.load_table(tuple(table.split(".")))
+    loaded = lake.catalog().load_table(tuple(table.split(".")))
     assert loaded is not None, f"table {table} does not exist"
     con = duckdb_connection()
     cursor = con.execute(f"SELECT * FROM iceberg_scan('{loaded.metadata_location}')")  # noqa: S608 - test path

@@ -13,6 +13,13 @@ from _commands import Finished, console_script, run
 from conftest import REPO_ROOT, Lake, read_duckdb, read_pyiceberg
 from singer_expect import actual_rows, expected_rows, merged_properties, parse_messages
 
+
+@pytest.fixture
+def lake(embedded_lake: Lake) -> Lake:
+    """Embedded catalog only: the command line is what is tested here (catalogs: parametrized tests)."""
+    return embedded_lake
+
+
 NAME = "target-iceberg-nessie"
 EXIT_BAD_INPUT = 2  # the target's exit code for bad input or config (fix it, then re-run)
 # The settings a user must be able to find in --about, with what they mean.

@@ -16,6 +16,13 @@ from conftest import Lake, read_pyiceberg, run_target
 from ingestion.cli import cli
 from ingestion.errors import EXIT_CONFIG
 
+
+@pytest.fixture
+def lake(embedded_lake: Lake) -> Lake:
+    """Embedded catalog only: `ingest` reads the embedded lake of a project."""
+    return embedded_lake
+
+
 INGEST = Path(sys.executable).parent / "ingest"  # the console script of this environment
 FINAL_STATE = {
     "bookmarks": {

@@ -22,6 +22,13 @@ from target_iceberg_nessie import properties as props
 from target_iceberg_nessie.errors import BadInputError
 from target_iceberg_nessie.target import TargetIcebergNessie
 
+
+@pytest.fixture
+def lake(embedded_lake: Lake) -> Lake:
+    """Embedded catalog only: the SDK suite tests message handling (catalogs: parametrized tests)."""
+    return embedded_lake
+
+
 # Env settings stay off: a developer's exported TARGET_ICEBERG_NESSIE_* must not redirect these tests.
 _RUNNER_KWARGS: dict[str, Any] = {"parse_env_config": False}
 # What pytest raises when a `pytest.raises(...)` block in an SDK test sees no exception.

@@ -16,6 +16,12 @@ from ingestion.validation import load_schema, validate
 from target_iceberg_nessie.state_store import StateStore
 
 
+@pytest.fixture
+def lake(embedded_lake: Lake) -> Lake:
+    """Embedded catalog only: the state document's shape does not depend on the catalog."""
+    return embedded_lake
+
+
 def coordinator_document(**overrides: Any) -> dict[str, Any]:
     """A document shaped exactly like CommitCoordinator.checkpoint() builds it."""
     return {
