@@ -55,6 +55,13 @@ class CommitEntry:
 
 
 @dataclass(frozen=True)
+class MergeResult:
+    head: Reference  # the target branch after the merge
+    applied: bool  # False: nothing to merge (already merged)
+    common_ancestor: str | None
+
+
+@dataclass(frozen=True)
 class Put:
     """Put content (an Iceberg table or a namespace) at a key; `content_id` when it exists already."""
 
@@ -194,6 +201,56 @@ class NessieClient:
 
     def delete_branch(self, branch: Reference) -> None:
         self._request("DELETE", f"/trees/{ref_path(branch.name, branch.hash)}")
+
+    def references(self) -> list[Reference]:
+        """Every branch and tag, with its head."""
+        found: list[Reference] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"max-records": 500}
+            if token:
+                params["page-token"] = token
+            body = self._request("GET", "/trees", params=params)
+            found.extend(Reference(r["name"], r["hash"], r["type"]) for r in body.get("references", []))
+            token = body.get("token")
+            if not body.get("hasMore") or not token:
+                return found
+
+    def assign(self, reference: Reference, to_hash: str) -> Reference:
+        """Move `reference` (expected at its hash) to `to_hash`: a rollback or a fast-forward."""
+        self._request(
+            "PUT",
+            f"/trees/{ref_path(reference.name, reference.hash)}",
+            params={"type": reference.type},
+            json={"type": reference.type, "name": reference.name, "hash": to_hash},
+        )
+        return Reference(reference.name, to_hash, reference.type)
+
+    def merge(
+        self,
+        into: Reference,
+        source: Reference,
+        *,
+        message: str,
+        properties: Mapping[str, str],
+        author: str,
+    ) -> MergeResult:
+        """Merge `source` (at its hash) into the branch `into` (expected at its hash) as ONE commit
+        carrying `properties`. Merging what is already merged is a no-op (`applied` False)."""
+        body = self._request(
+            "POST",
+            f"/trees/{ref_path(into.name, into.hash)}/history/merge",
+            json={
+                "fromRefName": source.name,
+                "fromHash": source.hash,
+                "commitMeta": {"message": message, "authors": [author], "properties": dict(properties)},
+            },
+        )
+        return MergeResult(
+            head=Reference(into.name, body["resultantTargetHash"], into.type),
+            applied=bool(body.get("wasApplied")),
+            common_ancestor=body.get("commonAncestor"),
+        )
 
     # -- contents ------------------------------------------------------------------------------
 
