@@ -4,6 +4,7 @@ then emit the state, then persist it to the platform's state store — in that o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -84,12 +85,15 @@ class CommitCoordinator:
             streams=tuple(sink.stream for sink in touched),
             summary={sink.table_name: {"rows": sink.staged_rows} for sink in touched},
         )
+        state_properties = self._state_properties(checkpoint)
+        if location := state_properties.get(props.SINGER_STATE_LOCATION):
+            checkpoint = dataclasses.replace(checkpoint, state_location=location)
         snapshot_properties = {
             props.PIPELINE_ID: checkpoint.pipeline_id,
             props.RUN_ID: checkpoint.run_id,
             props.BATCH_ID: checkpoint.batch_id,
             props.BATCH_SEQ: str(checkpoint.batch_seq),
-            **self._state_properties(checkpoint),
+            **state_properties,
         }
         started = time.perf_counter()
         result = self._commit_with_retries(touched, checkpoint, snapshot_properties)

@@ -27,7 +27,8 @@ def open_catalog(
 ) -> CheckpointCatalog:
     """Open the catalog a target (`create=True`) or a reader of its tables is configured for.
 
-    `uri`: the SQLAlchemy URL (sql) or the Nessie REST API v2 base URI (nessie).
+    `uri`: the SQLAlchemy URL (sql) or the Nessie REST API v2 base URI (nessie). A Nessie reader
+    may name a tag or `<reference>@<hash>` as `branch`; a writer needs a branch.
     """
     if catalog_type == "sql":
         from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - lazy backend
@@ -37,7 +38,13 @@ def open_catalog(
         from target_iceberg_nessie.catalogs.nessie import NessieCatalog  # noqa: PLC0415 - lazy backend
 
         return NessieCatalog(
-            name=name, uri=uri, warehouse=warehouse, branch=branch, branch_from=branch_from, token=token
+            name=name,
+            uri=uri,
+            warehouse=warehouse,
+            branch=branch,
+            branch_from=branch_from,
+            token=token,
+            writable=create,
         )
     msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
     raise ConfigError(msg)

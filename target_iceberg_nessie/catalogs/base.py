@@ -72,6 +72,7 @@ class Checkpoint:
     state: Mapping[str, Any] | None
     streams: tuple[str, ...] = ()
     summary: Mapping[str, Any] = field(default_factory=dict)
+    state_location: str | None = None  # the state's file when it is too large to keep inline
 
     @property
     def batch_id(self) -> str:

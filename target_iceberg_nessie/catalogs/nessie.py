@@ -65,17 +65,32 @@ class NessieCatalog(CheckpointCatalog):
         branch: str = "main",
         branch_from: str | None = None,
         token: str | None = None,
+        writable: bool = True,
     ):
+        """`branch`: the branch to commit to; a reader (`writable` False) may also name a tag or
+        `<reference>@<hash>` to read the tables as of that commit."""
         if not uri:
             msg = "catalog_type nessie needs the setting nessie_uri (e.g. http://127.0.0.1:19120/api/v2)"
             raise ConfigError(msg)
         self.name = name
         self.warehouse = warehouse.rstrip("/")
-        self.branch = branch
+        self.branch, _, pinned = branch.partition("@")
+        self.writable = writable
         self.client = NessieClient(uri, token=token)
         self.iceberg = NoopCatalog(name)  # tables need a catalog object; commits go through Nessie
         try:
-            self._base = self._branch_head(branch, branch_from)
+            if pinned and writable:
+                msg = f"branch {branch!r}: commits go to a branch's head; remove '@{pinned}'"
+                raise ConfigError(msg)
+            self._base = self._branch_head(self.branch, branch_from)
+            if pinned:
+                self._base = Reference(self._base.name, pinned, self._base.type)
+            if writable and self._base.type != "BRANCH":
+                msg = (
+                    f"{self.branch!r} is a Nessie {self._base.type.lower()}, which is read-only; set "
+                    "`branch` to a branch (tags can be read with `ingest`, not written)"
+                )
+                raise ConfigError(msg)
         except BaseException:
             self.client.close()
             raise
@@ -115,18 +130,27 @@ class NessieCatalog(CheckpointCatalog):
         metadata = FromInputFile.table_metadata(io.new_input(location))
         return Table(identifier, metadata=metadata, metadata_location=location, io=io, catalog=self.iceberg)
 
+    @property
+    def _ref(self) -> str:
+        """What reads look at: the branch's head for a writer, the pinned hash for a pinned reader."""
+        return f"{self.branch}@{self._base.hash}" if self._pinned else self.branch
+
+    @property
+    def _pinned(self) -> bool:
+        return not self.writable
+
     def list_namespaces(self) -> list[Identifier]:
-        return sorted(key for key, kind in self.client.entries(self.branch) if kind == NAMESPACE)
+        return sorted(key for key, kind in self.client.entries(self._ref) if kind == NAMESPACE)
 
     def list_tables(self, namespace: Identifier) -> list[Identifier]:
         return sorted(
             key
-            for key, kind in self.client.entries(self.branch)
+            for key, kind in self.client.entries(self._ref)
             if kind == ICEBERG_TABLE and key[:-1] == tuple(namespace)
         )
 
     def _ingest_commits(self, pipeline_id: str | None) -> Iterator[CommitEntry]:
-        for n, entry in enumerate(self.client.log(self.branch)):
+        for n, entry in enumerate(self.client.log(self._ref)):
             if n >= _LOG_SCAN_LIMIT:
                 return
             found = entry.properties.get(props.PIPELINE_ID)
@@ -227,7 +251,9 @@ class NessieCatalog(CheckpointCatalog):
             "ingest.summary": json.dumps(dict(checkpoint.summary)),
             "ingest.committed-at": now,
         }
-        if checkpoint.state is not None:
+        if checkpoint.state_location is not None:
+            properties[props.SINGER_STATE_LOCATION] = checkpoint.state_location
+        elif checkpoint.state is not None:
             properties[props.SINGER_STATE] = json.dumps(
                 checkpoint.state, separators=(",", ":"), sort_keys=True
             )

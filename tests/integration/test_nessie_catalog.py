@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import Lake, run_target
 from singer_expect import parse_messages
@@ -17,6 +18,7 @@ from singer_expect import parse_messages
 from devstack.nessie import NessieServer
 from target_iceberg_nessie.catalogs import open_catalog
 from target_iceberg_nessie.catalogs.nessie_api import NessieClient, NessieUnavailableError, Put
+from target_iceberg_nessie.errors import ConfigError
 from target_iceberg_nessie.target import TargetIcebergNessie
 
 
@@ -186,3 +188,80 @@ def test_a_missing_branch_is_created_from_branch_from(lake: Lake, nessie: Nessie
     missing_source = run_target(nessie_config(lake, nessie, f"{branch}-x", branch_from="nope"), text)
     assert missing_source.error is not None
     assert "'nope' does not exist" in str(missing_source.error)
+
+
+STATE_1 = '{"type":"SCHEMA","stream":"s","schema":{"properties":{"id":{"type":"integer"}}}}\n' + (
+    '{"type":"RECORD","stream":"s","record":{"id":1}}\n{"type":"STATE","value":{"n":1}}\n'
+)
+
+
+def test_a_tag_is_read_only_for_the_target_and_readable_for_readers(
+    lake: Lake, nessie: NessieServer, branch: str
+) -> None:
+    assert run_target(nessie_config(lake, nessie, branch), STATE_1).error is None
+    tag = f"{branch}-tag"
+    with NessieClient(nessie.uri) as client:
+        head = client.reference(branch)
+        response = httpx.post(
+            f"{nessie.uri}/trees", params={"name": tag, "type": "TAG"}, json=head.as_json(), timeout=10
+        )
+        assert response.status_code == httpx.codes.OK, response.text
+    result = run_target(nessie_config(lake, nessie, tag), STATE_1)
+    assert isinstance(result.error, ConfigError)
+    assert "tag" in str(result.error)
+    assert "read-only" in str(result.error)
+    with lake.catalog(branch=tag) as reader:
+        loaded = reader.load_table(("acme", "raw", "s"))
+        assert loaded is not None
+        assert [r["id"] for r in loaded.scan().to_arrow().to_pylist()] == [1]
+    with NessieClient(nessie.uri) as client:
+        assert client.reference(tag).hash == head.hash, "the tag did not move"
+
+
+def test_a_reader_pinned_to_a_hash_sees_the_tables_as_of_that_commit(
+    lake: Lake, nessie: NessieServer, branch: str
+) -> None:
+    assert run_target(nessie_config(lake, nessie, branch), STATE_1).error is None
+    with NessieClient(nessie.uri) as client:
+        first = client.reference(branch).hash
+    second = '{"type":"RECORD","stream":"s","record":{"id":2}}\n{"type":"STATE","value":{"n":2}}\n'
+    assert (
+        run_target(nessie_config(lake, nessie, branch), STATE_1.split("\n", 1)[0] + "\n" + second).error
+        is None
+    )
+    with lake.catalog(branch=f"{branch}@{first}") as pinned, lake.catalog() as head:
+        then, now = pinned.load_table(("acme", "raw", "s")), head.load_table(("acme", "raw", "s"))
+        assert then is not None
+        assert now is not None
+        assert [r["id"] for r in then.scan().to_arrow().to_pylist()] == [1]
+        assert sorted(r["id"] for r in now.scan().to_arrow().to_pylist()) == [1, 2]
+        assert pinned.committed_state("acme.raw").state == {"n": 1}
+    result = run_target(nessie_config(lake, nessie, f"{branch}@{first}"), STATE_1)
+    assert isinstance(result.error, ConfigError), "a writer needs the branch head"
+
+
+def test_branch_names_with_slashes_work_end_to_end(lake: Lake, nessie: NessieServer) -> None:
+    name = f"acme/feature/{uuid.uuid4().hex[:8]}"
+    config = nessie_config(lake, nessie, name, branch_from="main")
+    assert run_target(config, STATE_1).error is None
+    with lake.catalog(branch=name) as opened:
+        loaded = opened.load_table(("acme", "raw", "s"))
+        assert loaded is not None
+        assert [r["id"] for r in loaded.scan().to_arrow().to_pylist()] == [1]
+        assert opened.committed_state("acme.raw").state == {"n": 1}
+    with NessieClient(nessie.uri) as client:
+        assert client.reference(name).name == name
+        assert name in {r.name for r in client.references()}
+
+
+def test_a_large_state_is_kept_in_a_file_and_read_back(lake: Lake, nessie: NessieServer, branch: str) -> None:
+    big = {"bookmarks": {f"stream_{n}": {"replication_key_value": "x" * 200} for n in range(100)}}
+    text = STATE_1.split("\n", 1)[0] + "\n" + json.dumps({"type": "STATE", "value": big}) + "\n"
+    assert run_target(nessie_config(lake, nessie, branch), text).error is None
+    with NessieClient(nessie.uri) as client:
+        (entry,) = [e for e in client.log(branch) if "ingest.batch-id" in e.properties]
+    assert "ingest.singer-state" not in entry.properties, "too large to keep inline"
+    location = entry.properties["ingest.singer-state-location"]
+    assert location.startswith(str(lake.warehouse))
+    with lake.catalog() as opened:
+        assert opened.committed_state("acme.raw").state == big
