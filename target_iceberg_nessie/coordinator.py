@@ -36,7 +36,10 @@ class CommitCoordinator:
         emit_state: Callable[[Mapping[str, Any]], None],
         logger: logging.Logger,
         started_at: float | None = None,
+        hold_state: bool = False,
     ) -> None:
+        """`hold_state`: commit checkpoints but neither emit their state nor record it in the state
+        store (write-audit-publish: the state is released when the run is published)."""
         self.settings = settings
         self.catalog = catalog
         self.state_store = state_store
@@ -45,7 +48,11 @@ class CommitCoordinator:
         self.batch_seq = catalog.last_batch_seq(settings.pipeline_id, settings.run_id)
         self.commits = 0
         self.last_commit_id: str | None = None
+        self.hold_state = hold_state
         self._emitted_state: Mapping[str, Any] | None = None
+        self._committed_state: Mapping[str, Any] | None = None
+        self.last_batch: tuple[str, int] | None = None  # (batch id, seq) of the last commit
+        self.last_state_properties: dict[str, str] = {}
         self.last_checkpoint_at = time.monotonic() if started_at is None else started_at
 
     def seconds_since_checkpoint(self) -> float:
@@ -74,7 +81,7 @@ class CommitCoordinator:
         for sink in sinks:
             sink.seal()
         touched = [sink for sink in sinks if sink.has_changes]
-        if not touched and (state is None or state == self._emitted_state):
+        if not touched and (state is None or state == self._committed_state):
             return False
         self.batch_seq += 1
         checkpoint = Checkpoint(
@@ -111,6 +118,30 @@ class CommitCoordinator:
             sum(checkpoint.summary[s.table_name]["rows"] for s in touched),
             time.perf_counter() - started,
         )
+        self._committed_state = state
+        self.last_batch = (checkpoint.batch_id, checkpoint.batch_seq)
+        self.last_state_properties = state_properties
+        if not self.hold_state:
+            self.release_state(
+                state,
+                batch_id=checkpoint.batch_id,
+                commit_id=result.commit.commit_id,
+                tables={".".join(k): v for k, v in result.commit.metadata_locations.items()},
+                committed_at=result.commit.committed_at,
+            )
+        return True
+
+    def release_state(
+        self,
+        state: Mapping[str, Any] | None,
+        *,
+        batch_id: str,
+        commit_id: str,
+        tables: Mapping[str, str],
+        committed_at: str,
+    ) -> None:
+        """After the commit that carries `state` is visible where readers look: emit it, then
+        record it in the platform's state store."""
         if state is not None and state != self._emitted_state:
             self.emit_state(state)
             self._emitted_state = state
@@ -119,20 +150,23 @@ class CommitCoordinator:
             self.settings.pipeline_id,
             {
                 "tenant": self.settings.tenant,
-                "pipeline_id": checkpoint.pipeline_id,
-                "run_id": checkpoint.run_id,
-                "batch_id": checkpoint.batch_id,
+                "pipeline_id": self.settings.pipeline_id,
+                "run_id": self.settings.run_id,
+                "batch_id": batch_id,
                 "commit": {
                     "catalog_type": self.settings.catalog_type,
                     "catalog_name": self.catalog.name,
-                    "commit_id": result.commit.commit_id,
-                    "tables": {".".join(k): v for k, v in result.commit.metadata_locations.items()},
+                    "commit_id": commit_id,
+                    "tables": dict(tables),
                 },
                 "state": state,
-                "committed_at": result.commit.committed_at,
+                "committed_at": committed_at,
             },
         )
-        return True
+
+    @property
+    def committed_state(self) -> Mapping[str, Any] | None:
+        return self._committed_state
 
     def _commit_with_retries(
         self, touched: list[IcebergSink], checkpoint: Checkpoint, snapshot_properties: Mapping[str, str]

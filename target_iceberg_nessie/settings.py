@@ -37,6 +37,8 @@ NESSIE_URI: Final = "nessie_uri"
 NESSIE_TOKEN: Final = "nessie_token"  # noqa: S105 - the setting's name, not a secret
 BRANCH: Final = "branch"
 BRANCH_FROM: Final = "branch_from"
+PUBLISH: Final = "publish"
+PUBLISH_MODES: Final = ("direct", "wap")
 
 CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
@@ -62,6 +64,16 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         th.StringType,
         description="When `branch` does not exist, create it from this reference (a branch or tag name); "
         "unset: a missing branch is an error.",
+    ),
+    th.Property(
+        PUBLISH,
+        th.StringType(allowed_values=list(PUBLISH_MODES)),
+        default="direct",
+        description="`direct`: every checkpoint commits to `branch` and its state is emitted at once. "
+        "`wap` (write-audit-publish, Nessie only): the run commits to its own branch "
+        "`<tenant>/run-<run_id>`, audits it at the end (row counts, unique keys) and merges it into "
+        "`branch` in one commit carrying the final state; STATE is emitted only then. A failed audit "
+        "publishes nothing and keeps the run branch for inspection.",
     ),
     th.Property(
         CATALOG_NAME,
@@ -204,6 +216,7 @@ class TargetSettings:
     nessie_token: str | None
     branch: str
     branch_from: str | None
+    publish: str = "direct"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -219,12 +232,20 @@ class TargetSettings:
         if "://" not in warehouse:
             warehouse = str(Path(warehouse).expanduser().resolve())
         catalog_uri = str(config.get(CATALOG_URI) or f"sqlite:///{lake / 'catalog.db'}")
+        catalog_type = str(config.get(CATALOG_TYPE) or "sql")
+        publish = str(config.get(PUBLISH) or "direct")
+        if publish not in PUBLISH_MODES:
+            msg = f"setting 'publish' must be one of {', '.join(PUBLISH_MODES)}, got {publish!r}"
+            raise ConfigError(msg)
+        if publish == "wap" and catalog_type != "nessie":
+            msg = "setting 'publish: wap' needs 'catalog_type: nessie' (the embedded catalog has no branches)"
+            raise ConfigError(msg)
         pipeline_id = str(config.get(PIPELINE_ID) or f"{tenant}.{namespace}")
         if "/" in pipeline_id or ".." in pipeline_id or not pipeline_id.strip():
             msg = f"setting 'pipeline_id' must not contain '/' or '..', got {pipeline_id!r}"
             raise ConfigError(msg)
         return cls(
-            catalog_type=str(config.get(CATALOG_TYPE) or "sql"),
+            catalog_type=catalog_type,
             catalog_name=str(config.get(CATALOG_NAME) or "ingest"),
             catalog_uri=catalog_uri,
             warehouse=warehouse,
@@ -245,4 +266,5 @@ class TargetSettings:
             nessie_token=config.get(NESSIE_TOKEN) or None,
             branch=str(config.get(BRANCH) or "main"),
             branch_from=config.get(BRANCH_FROM) or None,
+            publish=publish,
         )

@@ -21,6 +21,7 @@ from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 from target_iceberg_nessie.catalogs import CheckpointCatalog, open_catalog
 from target_iceberg_nessie.coordinator import CommitCoordinator
 from target_iceberg_nessie.errors import BadInputError, FatalError, TargetError
+from target_iceberg_nessie.publish import WapPublisher
 from target_iceberg_nessie.reader import SingerLineRouter
 from target_iceberg_nessie.settings import CONFIG_SCHEMA, TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
@@ -57,6 +58,7 @@ class TargetIcebergNessie(Target):
         self.settings = TargetSettings.from_config(self.config)
         self._catalog: CheckpointCatalog | None = None
         self._coordinator: CommitCoordinator | None = None
+        self._publisher: WapPublisher | None = None
         self._staging = StagingThread()
         self._started_at = time.monotonic()  # the checkpoint interval counts from the start
         self.sinks: dict[str, IcebergSink] = {}
@@ -71,14 +73,18 @@ class TargetIcebergNessie(Target):
     def catalog(self) -> CheckpointCatalog:
         if self._catalog is None:
             nessie = self.settings.catalog_type == "nessie"
+            branch, branch_from = self.settings.branch, self.settings.branch_from
+            if self.settings.publish == "wap":
+                self._publisher = WapPublisher(self.settings, self.logger)
+                branch, branch_from = self._publisher.start(), None
             self._catalog = open_catalog(
                 self.settings.catalog_type,
                 name=self.settings.catalog_name,
                 uri=self.settings.nessie_uri if nessie else self.settings.catalog_uri,
                 warehouse=self.settings.warehouse,
                 create=True,
-                branch=self.settings.branch,
-                branch_from=self.settings.branch_from,
+                branch=branch,
+                branch_from=branch_from,
                 token=self.settings.nessie_token,
             )
         return self._catalog
@@ -93,6 +99,7 @@ class TargetIcebergNessie(Target):
                 emit_state=self._emit_state,
                 logger=self.logger,
                 started_at=self._started_at,
+                hold_state=self.settings.publish == "wap",
             )
         return self._coordinator
 
@@ -198,6 +205,8 @@ class TargetIcebergNessie(Target):
     def process_endofpipe(self) -> None:
         try:
             self._checkpoint("end of input")
+            if self._publisher is not None or self.settings.publish == "wap":
+                self._publish()
         except TargetError:
             self._discard()
             raise
@@ -205,9 +214,37 @@ class TargetIcebergNessie(Target):
             self.close()
         self._log_summary()
 
+    def _publish(self) -> None:
+        """Write-audit-publish: audit the run branch, merge it, then release the final state."""
+        coordinator = self.coordinator
+        publisher = self._publisher
+        assert publisher is not None, "the catalog of a wap run starts its publisher"
+        published = publisher.publish(
+            self.catalog,
+            list(self.sinks.values()),
+            last_batch=coordinator.last_batch,
+            state_properties=coordinator.last_state_properties,
+        )
+        if coordinator.last_batch is not None and published.merged:
+            tables = {}
+            for sink in self.sinks.values():
+                table = self.catalog.load_table(sink.identifier)
+                if table is not None:
+                    tables[sink.table_name] = table.metadata_location
+            coordinator.release_state(
+                coordinator.committed_state,
+                batch_id=coordinator.last_batch[0],
+                commit_id=published.commit_hash,
+                tables=tables,
+                committed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            coordinator.last_commit_id = published.commit_hash
+
     def close(self) -> None:
         """Stop the staging thread and release the catalog (also after an error)."""
         self._staging.close()
+        if self._publisher is not None:
+            self._publisher.close()
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
