@@ -1,7 +1,8 @@
-"""Reading the embedded lake: tables, their current snapshots, sample rows and the commit log.
+"""Reading the lake: tables, their current snapshots, sample rows, the commit log and each
+pipeline's committed state; on Nessie also its branches and tags, and rolling a branch back.
 
 The catalog is opened only through `target_iceberg_nessie.catalogs` (the one package that speaks SQL
-to it); tables are read back with pyiceberg. Snapshot summary keys come from the target's
+or Nessie's API); tables are read back with pyiceberg. Snapshot summary keys come from the target's
 `properties` module, where every key the platform reads back is declared.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Iterator, Mapping
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,30 +20,141 @@ from typing import Any, Final
 from pyiceberg.table import Table
 
 from ingestion.errors import ConfigError, LakeNotFoundError, PlatformError
-from ingestion.paths import LakeLocation, sqlite_file
+from ingestion.paths import NESSIE_URI_ENV, LakeLocation, sqlite_file, without_userinfo
+from ingestion.state import StateDocument
 from ingestion.tenants import check_pipeline_id
 from target_iceberg_nessie import properties as props
-from target_iceberg_nessie.catalogs import CheckpointCatalog, open_catalog
+from target_iceberg_nessie.catalogs import CheckpointCatalog, CommittedState, open_catalog
+from target_iceberg_nessie.catalogs import nessie_api as api
 
-CATALOG_TYPE: Final = "sql"  # the embedded lake; Nessie joins when its catalog ships
 # Iceberg's standard snapshot summary keys (spec: "Snapshot Summary").
 TOTAL_RECORDS: Final = "total-records"
 TOTAL_DATA_FILES: Final = "total-data-files"
+# Commit properties the Nessie catalog writes that `properties` does not declare (yet).
+STREAMS: Final = "ingest.streams"
+SUMMARY: Final = "ingest.summary"
+COMMITTED_AT: Final = "ingest.committed-at"
+
+EXIT_RETRY: Final = 75  # EX_TEMPFAIL, as the target's RetriableError: the same command may work later
+SHORT_HASH: Final = 12  # how many hex digits of a Nessie hash people see
+MIN_HASH_PREFIX: Final = 8  # and how many they must type
+FULL_HASH: Final = 64
+LOG_SCAN_LIMIT: Final = 10_000  # commits read when looking through a log (as the Nessie catalog does)
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+class CatalogUnavailableError(PlatformError):
+    """The catalog's server did not answer (or answered 5xx); nothing changed, re-run later."""
+
+    exit_code = EXIT_RETRY
+
+
+class BranchMovedError(PlatformError):
+    """A branch moved between reading it and changing it; nothing changed, re-run to see it anew."""
+
+    exit_code = EXIT_RETRY
+
+
+def short(commit_hash: str | None) -> str | None:
+    return commit_hash[:SHORT_HASH] if commit_hash else commit_hash
+
+
+@contextmanager
+def _nessie_errors(location: LakeLocation) -> Iterator[None]:
+    """Nessie not answering becomes one retriable error that names its URI and the fix."""
+    try:
+        yield
+    except api.NessieUnavailableError as error:
+        msg = (
+            f"{error}; start Nessie there (`make nessie` runs one locally) or point --nessie-uri / "
+            f"{NESSIE_URI_ENV[0]} at a running one, then re-run"
+        )
+        raise CatalogUnavailableError(msg) from error
+
+
+@contextmanager
+def nessie_client(location: LakeLocation) -> Iterator[api.NessieClient]:
+    """A client for the location's Nessie, checked to speak the REST API v2."""
+    uri = location.nessie_uri or ""
+    with _nessie_errors(location), api.NessieClient(uri, token=location.nessie_token) as client:
+        try:
+            config = client.config()
+        except (api.NessieNotFoundError, ValueError):  # ValueError: an answer that is not JSON
+            config = {}
+        if config.get("actualApiVersion") != 2:  # noqa: PLR2004 - the API version this client speaks
+            msg = (
+                f"no Nessie REST API v2 at {without_userinfo(uri)}; the URI ends in /api/v2, "
+                "e.g. http://127.0.0.1:19120/api/v2"
+            )
+            raise ConfigError(msg)
+        yield client
+
+
+def _full_hash(client: api.NessieClient, ref: str, prefix: str) -> str | None:
+    """The commit on `ref`'s log whose hash starts with `prefix` (newest first), if any."""
+    prefix = prefix.lower()
+    for n, entry in enumerate(client.log(ref)):
+        if entry.hash.startswith(prefix):
+            return entry.hash
+        if n >= LOG_SCAN_LIMIT:
+            break
+    return None
+
+
+def _check_hash(text: str, what: str) -> None:
+    if not (MIN_HASH_PREFIX <= len(text) <= FULL_HASH and _HEX.match(text)):
+        msg = f"{what} {text!r} is not a commit hash; give at least {MIN_HASH_PREFIX} of its hex digits"
+        raise ConfigError(msg)
+
+
+def find_reference(client: api.NessieClient, ref: str) -> api.Reference:
+    """The branch or tag `ref` names; `<name>@<hash>` (the hash may be shortened): that commit of
+    its history. Unknown names and commits are ConfigErrors that say where to look."""
+    name, _, pinned = ref.partition("@")
+    try:
+        head = client.reference(name)
+    except api.NessieNotFoundError:
+        where = without_userinfo(client.uri)
+        msg = f"no branch or tag {name!r} on Nessie at {where}; `ingest branches` lists them"
+        raise ConfigError(msg) from None
+    if not pinned:
+        return head
+    _check_hash(pinned, f"{ref!r}:")
+    found = _full_hash(client, f"{head.name}@{head.hash}", pinned)
+    if found is None:
+        msg = f"no commit {pinned!r} in the history of {name!r}; `ingest commits --ref {name}` lists them"
+        raise ConfigError(msg)
+    return api.Reference(head.name, found, head.type)
 
 
 @contextmanager
 def open_lake(location: LakeLocation) -> Iterator[CheckpointCatalog]:
-    """The lake's catalog; refuses to create an empty SQLite catalog where none exists."""
-    database = sqlite_file(location.catalog_uri)
-    if database is not None and not database.is_file():
-        raise LakeNotFoundError(database)
-    catalog = open_catalog(
-        CATALOG_TYPE, name=location.catalog_name, uri=location.catalog_uri, warehouse=location.warehouse
-    )
-    try:
-        yield catalog
-    finally:
-        catalog.close()
+    """The lake's catalog, for reading; refuses to create an empty SQLite catalog where none exists
+    and names the fix for an unknown Nessie reference or an unreachable server."""
+    ref = location.ref
+    if location.is_nessie:
+        with nessie_client(location) as client:
+            found = find_reference(client, location.ref)
+        if "@" in ref:
+            ref = f"{found.name}@{found.hash}"  # Nessie wants the full hash
+    else:
+        database = sqlite_file(location.catalog_uri)
+        if database is not None and not database.is_file():
+            raise LakeNotFoundError(database)
+    with _nessie_errors(location):
+        catalog = open_catalog(
+            location.catalog_type,
+            name=location.catalog_name,
+            uri=location.uri,
+            warehouse=location.warehouse,
+            create=False,
+            branch=ref,
+            token=location.nessie_token,
+        )
+        try:
+            yield catalog
+        finally:
+            catalog.close()
 
 
 @dataclass(frozen=True)
@@ -131,9 +245,11 @@ class CommitEntry:
     streams: list[str]
     rows: dict[str, int]  # table identifier → rows this checkpoint appended
     committed_at: str
+    commit_hash: str | None = None  # Nessie's commit; the embedded catalog logs batches, not commits
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "commit_hash": self.commit_hash,
             "batch_id": self.batch_id,
             "pipeline_id": self.pipeline_id,
             "run_id": self.run_id,
@@ -143,31 +259,274 @@ class CommitEntry:
         }
 
 
-def commit_log(
-    catalog: CheckpointCatalog, pipeline_id: str | None = None, limit: int = 50
-) -> list[CommitEntry]:
-    """Newest first, at most `limit` entries, optionally of one pipeline."""
-    from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - only the SQL catalog has a log today
+def _rows(summary: Mapping[str, Any]) -> dict[str, int]:
+    return {table: int(part.get("rows", 0)) for table, part in summary.items()}
 
+
+def commit_log(
+    catalog: CheckpointCatalog, pipeline_id: str | None = None, limit: int = 50, run_id: str | None = None
+) -> list[CommitEntry]:
+    """Newest first, at most `limit` entries, optionally of one pipeline and/or one run."""
     if pipeline_id is not None:
         check_pipeline_id(pipeline_id)
     if limit < 1:
         msg = f"--limit must be 1 or more, got {limit}"
         raise ConfigError(msg)
-    if not isinstance(catalog, EmbeddedCatalog):
-        msg = f"catalog {catalog.name!r} keeps no commit log; `ingest commits` reads the embedded (sql) lake"
-        raise ConfigError(msg)
+    found = catalog.commit_log(pipeline_id=pipeline_id, limit=limit if run_id is None else LOG_SCAN_LIMIT)
     return [
         CommitEntry(
-            batch_id=entry["batch_id"],
-            pipeline_id=entry["pipeline_id"],
-            run_id=entry["run_id"],
+            batch_id=str(entry["batch_id"] or ""),
+            pipeline_id=str(entry["pipeline_id"] or ""),
+            run_id=str(entry["run_id"] or ""),
             streams=list(entry["streams"]),
-            rows={table: int(part.get("rows", 0)) for table, part in entry["summary"].items()},
-            committed_at=entry["committed_at"],
+            rows=_rows(entry["summary"]),
+            committed_at=str(entry["committed_at"] or ""),
+            commit_hash=entry.get("commit_hash"),
         )
-        for entry in catalog.commit_log(pipeline_id=pipeline_id, limit=limit)
-    ]
+        for entry in found
+        if run_id is None or entry["run_id"] == run_id
+    ][:limit]
+
+
+# -- committed state: the catalog's, and the state store's copy --------------------------------------
+
+IN_SYNC: Final = "in sync"
+BEHIND: Final = "behind"  # the store holds an older checkpoint of this catalog
+NOT_IN_HISTORY: Final = "not in history"  # the store's checkpoint is not in the catalog's log (rolled back?)
+OTHER_CATALOG: Final = "other catalog"  # the store's document was committed to another catalog
+NO_DOCUMENT: Final = "no document"
+NOT_COMMITTED: Final = "not committed"  # a document, but no committed state in this catalog
+
+
+@dataclass(frozen=True)
+class StateCheck:
+    """A pipeline's committed state (the source of truth) next to the state store's document."""
+
+    pipeline_id: str
+    committed: CommittedState | None
+    document: StateDocument | None
+    status: str
+
+    def warning(self, catalog: str) -> str | None:
+        """One line for people when the state store does not match the catalog."""
+        doc, done = self.document, self.committed
+        if doc is None or self.status == IN_SYNC:
+            return None
+        held = f"batch {doc.document['batch_id']}"
+        if done is None:
+            return (
+                f"pipeline {self.pipeline_id}: the state store holds {held}, "
+                f"but {catalog} has no committed state"
+            )
+        if self.status == BEHIND:
+            return (
+                f"pipeline {self.pipeline_id}: the state store is behind the catalog (it holds {held}, the "
+                f"catalog committed batch {done.batch_id}); the catalog is the source of truth"
+            )
+        if self.status == OTHER_CATALOG:
+            commit = doc.commit
+            return (
+                f"pipeline {self.pipeline_id}: the state store's document ({held}) was committed to the "
+                f"{commit['catalog_type']} catalog {commit['catalog_name']!r}, not to {catalog}"
+            )
+        return (
+            f"pipeline {self.pipeline_id}: the state store holds {held}, which is not in the history of "
+            f"{catalog} (rolled back, or written to another lake or branch); the catalog committed batch "
+            f"{done.batch_id}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        done = self.committed
+        return {
+            "pipeline_id": self.pipeline_id,
+            "committed": None
+            if done is None
+            else {
+                "run_id": done.run_id,
+                "batch_id": done.batch_id,
+                "commit_id": done.commit_id,
+                "committed_at": done.committed_at,
+                "tables": dict(done.tables),
+                "state": done.state,
+            },
+            "state_store": self.status,
+            "state_store_batch_id": self.document.document["batch_id"] if self.document else None,
+        }
+
+
+def _status(
+    catalog: CheckpointCatalog, location: LakeLocation, done: CommittedState | None, doc: StateDocument | None
+) -> str:
+    if doc is None:
+        return NO_DOCUMENT
+    if done is None:
+        return NOT_COMMITTED
+    commit = doc.commit
+    if (commit["catalog_type"], commit["catalog_name"]) != (location.catalog_type, location.catalog_name):
+        return OTHER_CATALOG
+    if commit["commit_id"] == done.commit_id and doc.state == done.state:
+        return IN_SYNC
+    logged = {e["batch_id"] for e in catalog.commit_log(pipeline_id=done.pipeline_id, limit=LOG_SCAN_LIMIT)}
+    return BEHIND if doc.document["batch_id"] in logged else NOT_IN_HISTORY
+
+
+def check_states(
+    catalog: CheckpointCatalog,
+    location: LakeLocation,
+    documents: Sequence[StateDocument],
+    pipeline_id: str | None = None,
+    tenant: str | None = None,
+) -> list[StateCheck]:
+    """Each pipeline's committed state, compared with its state store document. Pipelines: the one
+    asked for, else those with a document and those in the catalog's log (of `tenant`: whose id
+    starts with `<tenant>.`, the target's default pipeline id)."""
+    if pipeline_id is not None:
+        check_pipeline_id(pipeline_id)
+    stored = {d.pipeline_id: d for d in documents}
+    if pipeline_id is not None:
+        pipelines = {pipeline_id}
+    else:
+        logged = {str(e["pipeline_id"]) for e in catalog.commit_log(limit=LOG_SCAN_LIMIT)}
+        pipelines = set(stored) | {p for p in logged if tenant is None or p.startswith(f"{tenant}.")}
+    checks = []
+    for pipeline in sorted(pipelines):
+        done, doc = catalog.committed_state(pipeline), stored.get(pipeline)
+        if done is not None or doc is not None:
+            checks.append(StateCheck(pipeline, done, doc, _status(catalog, location, done, doc)))
+    return checks
+
+
+# -- Nessie: references and rolling a branch back ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NessieCommit:
+    """A commit on a Nessie reference; `checkpoint` when the target wrote it."""
+
+    hash: str
+    message: str
+    checkpoint: CommitEntry | None
+
+    @classmethod
+    def of(cls, entry: api.CommitEntry) -> NessieCommit:
+        p = entry.properties
+        checkpoint = None
+        if props.PIPELINE_ID in p:
+            checkpoint = CommitEntry(
+                batch_id=p.get(props.BATCH_ID, ""),
+                pipeline_id=p[props.PIPELINE_ID],
+                run_id=p.get(props.RUN_ID, ""),
+                streams=list(json.loads(p.get(STREAMS, "[]"))),
+                rows=_rows(json.loads(p.get(SUMMARY, "{}"))),
+                committed_at=p.get(COMMITTED_AT, ""),
+                commit_hash=entry.hash,
+            )
+        return cls(entry.hash, entry.message, checkpoint)
+
+    def to_json(self) -> dict[str, Any]:
+        shown = self.checkpoint.to_json() if self.checkpoint else {"commit_hash": self.hash}
+        return {**shown, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ReferenceSummary:
+    """A branch or tag and its head commit."""
+
+    name: str
+    type: str
+    hash: str
+    head: NessieCommit | None  # None: no commits yet
+
+    def to_json(self) -> dict[str, Any]:
+        checkpoint = self.head.checkpoint if self.head else None
+        return {
+            "name": self.name,
+            "type": self.type,
+            "hash": self.hash,
+            "message": self.head.message if self.head else None,
+            "pipeline_id": checkpoint.pipeline_id if checkpoint else None,
+            "run_id": checkpoint.run_id if checkpoint else None,
+            "batch_id": checkpoint.batch_id if checkpoint else None,
+            "committed_at": checkpoint.committed_at if checkpoint else None,
+        }
+
+
+def _head(client: api.NessieClient, ref: api.Reference) -> NessieCommit | None:
+    entry = next(iter(client.log(f"{ref.name}@{ref.hash}", page_size=1)), None)
+    return NessieCommit.of(entry) if entry is not None else None
+
+
+def list_references(location: LakeLocation) -> list[ReferenceSummary]:
+    """Every branch and tag (branches first, by name) with its head commit."""
+    with nessie_client(location) as client:
+        found = sorted(client.references(), key=lambda r: (r.type != "BRANCH", r.name))
+        return [ReferenceSummary(r.name, r.type, r.hash, _head(client, r)) for r in found]
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Move `branch` (expected at its hash) back to `to_hash`, undoing `undone` (newest first)."""
+
+    branch: api.Reference
+    to_hash: str
+    undone: list[NessieCommit]
+
+    @property
+    def pipelines(self) -> list[str]:
+        """Pipelines whose committed state goes back with the branch."""
+        return sorted({c.checkpoint.pipeline_id for c in self.undone if c.checkpoint})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch.name,
+            "from": self.branch.hash,
+            "to": self.to_hash,
+            "undone": [c.to_json() for c in self.undone],
+            "pipelines": self.pipelines,
+        }
+
+
+def plan_rollback(client: api.NessieClient, branch: str, to: str) -> RollbackPlan:
+    """What rolling `branch` back to commit `to` (a hash or a prefix of at least 8 digits) undoes;
+    `to` must be in the branch's own history (its log, or where that log begins)."""
+    _check_hash(to, "--to")
+    to = to.lower()
+    head = find_reference(client, branch)
+    if head.type != "BRANCH":
+        msg = f"{branch!r} is a Nessie {head.type.lower()}, not a branch; `ingest rollback` moves branches"
+        raise ConfigError(msg)
+    if head.hash.startswith(to):  # already there (also a branch with no commits of its own yet)
+        return RollbackPlan(head, head.hash, [])
+    undone: list[NessieCommit] = []
+    parent: str | None = None
+    for entry in client.log(f"{head.name}@{head.hash}"):
+        if entry.hash.startswith(to):
+            return RollbackPlan(head, entry.hash, undone)
+        if len(undone) >= LOG_SCAN_LIMIT:
+            parent = None
+            break
+        undone.append(NessieCommit.of(entry))
+        parent = entry.parent_hashes[0] if entry.parent_hashes else None
+    if parent is not None and parent.startswith(to):  # where the log begins: before its first commit
+        return RollbackPlan(head, parent, undone)
+    msg = (
+        f"commit {to} is not in the history of branch {branch!r} ({len(undone)} commit(s) read), "
+        "so moving there would not undo commits but jump elsewhere; pick one from "
+        f"`ingest commits --ref {branch}`"
+    )
+    raise ConfigError(msg)
+
+
+def apply_rollback(client: api.NessieClient, plan: RollbackPlan) -> api.Reference:
+    """Assign the branch to the plan's commit, expecting it where the plan saw it."""
+    try:
+        return client.assign(plan.branch, plan.to_hash)
+    except api.NessieConflictError as error:
+        msg = (
+            f"branch {plan.branch.name!r} moved (it is no longer at {short(plan.branch.hash)}); nothing "
+            "was rolled back: re-run to see what rolling back undoes now"
+        )
+        raise BranchMovedError(msg) from error
 
 
 def jsonable(value: Any) -> Any:
