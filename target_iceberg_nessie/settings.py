@@ -40,6 +40,9 @@ BRANCH_FROM: Final = "branch_from"
 PUBLISH: Final = "publish"
 PUBLISH_MODES: Final = ("direct", "wap")
 
+# Seconds: a number, or its text (how Meltano passes a setting given by an environment variable).
+_SECONDS: Final = th.CustomType({"type": ["number", "string"], "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*$"})
+
 CONFIG_SCHEMA: Final = th.PropertiesList(
     th.Property(
         CATALOG_TYPE,
@@ -127,13 +130,13 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
     ),
     th.Property(
         BATCH_MAX_AGE_SECONDS,
-        th.NumberType,
+        _SECONDS,
         default=300,
         description="... or when its oldest buffered record is this old.",
     ),
     th.Property(
         CHECKPOINT_INTERVAL_SECONDS,
-        th.NumberType,
+        _SECONDS,
         default=1.0,
         description="A STATE message commits a checkpoint when at least this many seconds passed since the "
         "last one; otherwise it is held (not emitted) and the next checkpoint commits it with the rows "
@@ -147,7 +150,7 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
     ),
     th.Property(
         MICROBATCH_SECONDS,
-        th.NumberType,
+        _SECONDS,
         default=0,
         description="Commit a checkpoint every T seconds even without a STATE message (0: off).",
     ),
@@ -187,6 +190,12 @@ def _positive(config: Mapping[str, Any], key: str, default: float) -> float:
     value = config.get(key, default)
     if value is None:
         return default
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            msg = f"setting '{key}' must be a number >= 0, got {value!r}"
+            raise ConfigError(msg) from None
     if not isinstance(value, int | float) or value < 0:
         msg = f"setting '{key}' must be a number >= 0, got {value!r}"
         raise ConfigError(msg)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
 from types import FrameType
 from typing import IO, Any, ClassVar
+from urllib.parse import urlsplit
 
 from singer_sdk import Target
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
@@ -26,7 +28,7 @@ from target_iceberg_nessie.reader import SingerLineRouter
 from target_iceberg_nessie.settings import CONFIG_SCHEMA, TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
 from target_iceberg_nessie.staging import StagingThread
-from target_iceberg_nessie.state_store import StateStore
+from target_iceberg_nessie.state_store import StateStore, meltano_state_id
 
 
 class TargetIcebergNessie(Target):
@@ -89,13 +91,41 @@ class TargetIcebergNessie(Target):
             )
         return self._catalog
 
+    def _bind_meltano_state_id(self, store: StateStore) -> None:
+        """Under Meltano: record which pipeline and catalog this extract-load pair's state id
+        commits to, before the first commit, so the `ingest` state backend can serve the state the
+        catalog holds even if this process dies between a commit and Meltano saving its STATE."""
+        state_id = meltano_state_id(os.environ)
+        if state_id is None:
+            return
+        settings = self.settings
+        catalog_uri: str | None = settings.catalog_uri
+        if settings.catalog_type != "sql" or urlsplit(settings.catalog_uri).password:
+            catalog_uri = None  # secrets stay out of files; the backend reads the loader's env
+        store.bind(
+            state_id,
+            {
+                "state_id": state_id,
+                "tenant": settings.tenant,
+                "pipeline_id": settings.pipeline_id,
+                "catalog_type": settings.catalog_type,
+                "catalog_name": settings.catalog_name,
+                "catalog_uri": catalog_uri,
+                "warehouse": settings.warehouse,
+                "nessie_uri": settings.nessie_uri or None,
+                "branch": settings.branch,
+            },
+        )
+
     @property
     def coordinator(self) -> CommitCoordinator:
         if self._coordinator is None:
+            store = StateStore(self.settings.state_dir)
+            self._bind_meltano_state_id(store)
             self._coordinator = CommitCoordinator(
                 settings=self.settings,
                 catalog=self.catalog,
-                state_store=StateStore(self.settings.state_dir),
+                state_store=store,
                 emit_state=self._emit_state,
                 logger=self.logger,
                 started_at=self._started_at,

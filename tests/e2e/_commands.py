@@ -104,20 +104,29 @@ class MeltanoProject:
 
     @property
     def env(self) -> dict[str, str]:
+        catalog = {"TARGET_ICEBERG_NESSIE_CATALOG_URI": self.lake.catalog_uri}
+        if self.lake.nessie_uri is not None:
+            catalog = {
+                "TARGET_ICEBERG_NESSIE_CATALOG_TYPE": "nessie",
+                "TARGET_ICEBERG_NESSIE_NESSIE_URI": self.lake.nessie_uri,
+                "TARGET_ICEBERG_NESSIE_BRANCH": self.lake.branch,
+            }
         return clean_env(
             {
                 "TARGET_ICEBERG_NESSIE_WAREHOUSE": str(self.lake.warehouse),
-                "TARGET_ICEBERG_NESSIE_CATALOG_URI": self.lake.catalog_uri,
                 "TARGET_ICEBERG_NESSIE_STATE_DIR": str(self.lake.state_dir),
+                # Meltano's state backend lives in the loader's state dir (meltano.yml).
+                "MELTANO_STATE_BACKEND_URI": f"ingest://{self.lake.state_dir}",
+                **catalog,
             }
         )
 
-    def meltano(self, *args: str) -> Finished:
-        return run([console_script("meltano"), *args], cwd=self.root, env=self.env)
+    def meltano(self, *args: str, env: Mapping[str, str] | None = None) -> Finished:
+        return run([console_script("meltano"), *args], cwd=self.root, env={**self.env, **(env or {})})
 
-    def meltano_run(self, *blocks: str) -> Finished:
+    def meltano_run(self, *blocks: str, env: Mapping[str, str] | None = None) -> Finished:
         # --no-install: see copy_meltano_project for why the copy must never (re)install plugins.
-        return self.meltano("run", "--no-install", *blocks)
+        return self.meltano("run", "--no-install", *blocks, env=env)
 
 
 def copy_meltano_project(root: Path, lake: Lake) -> MeltanoProject:
