@@ -15,7 +15,7 @@ from pyiceberg.io import load_file_io
 
 from target_iceberg_nessie import properties as props
 from target_iceberg_nessie.catalogs import Checkpoint, CheckpointCatalog, CommitResult
-from target_iceberg_nessie.errors import CommitConflictError
+from target_iceberg_nessie.errors import CommitConflictError, CommitOutcomeUnknownError
 from target_iceberg_nessie.settings import TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
 from target_iceberg_nessie.state_store import StateStore
@@ -176,6 +176,10 @@ class CommitCoordinator:
             changes = [sink.table_change(snapshot_properties) for sink in touched]
             try:
                 commit = self.catalog.commit_checkpoint(changes, checkpoint)
+            except CommitOutcomeUnknownError:
+                for sink in touched:
+                    sink.in_doubt = True  # it may have landed: its files must stay
+                raise
             except CommitConflictError as conflict:
                 attempt += 1
                 if attempt > self.settings.commit_retries:

@@ -52,6 +52,11 @@ class SchemaEvolutionError(FatalError):
         self.table = table
 
 
+class CommitOutcomeUnknownError(RetriableError):
+    """A commit was sent and its outcome could not be settled (the catalog stopped answering): it
+    may have landed, so nothing it refers to may be deleted. Re-run when the catalog is back."""
+
+
 class CommitConflictError(RetriableError):
     """Another writer changed a table between our load and our commit, beyond what a retry fixes."""
 

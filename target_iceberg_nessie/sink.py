@@ -78,6 +78,7 @@ class IcebergSink:
         self._file_seq = 0
         self._io: FileIO | None = None
         self.tally = StreamTally()
+        self.in_doubt = False  # a commit of the staged files was sent and its outcome is unknown
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -257,8 +258,9 @@ class IcebergSink:
             self._working = self._load(self.shape)
 
     def discard(self) -> None:
-        """The checkpoint will never commit: wait for the staging thread, delete its files."""
-        paths = [f.file_path for f in self._staged.files]
+        """The checkpoint will never commit: wait for the staging thread, delete its files (except
+        files of a commit whose outcome is unknown: it may have landed)."""
+        paths = [] if self.in_doubt else [f.file_path for f in self._staged.files]
         for future in self._pending:
             with contextlib.suppress(Exception):
                 future.result()

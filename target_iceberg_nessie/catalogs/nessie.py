@@ -42,7 +42,7 @@ from target_iceberg_nessie.catalogs.nessie_api import (
     iceberg_table_content,
     namespace_content,
 )
-from target_iceberg_nessie.errors import ConfigError, RetriableError
+from target_iceberg_nessie.errors import CommitOutcomeUnknownError, ConfigError
 
 _AUTHOR = "target-iceberg-nessie"
 _STATE_NAMESPACE: Identifier = ("_ingest",)
@@ -268,16 +268,65 @@ class NessieCatalog(CheckpointCatalog):
             self._base = self.client.reference(self.branch)  # the retry reloads from the new head
             raise
         except NessieUnavailableError as error:
-            found = self._batch_committed(checkpoint.batch_id, base.hash)
-            if found is None:
-                self.delete_quietly(list(locations.values()))
-                msg = f"Nessie did not confirm batch {checkpoint.batch_id} and it is not in the log: {error}"
-                raise RetriableError(msg) from error
-            head = Reference(self.branch, found.hash)
-            self._base = head
-            return CommitResult(found.hash, locations, now, already_committed=True)
+            return self._settle(checkpoint, base, locations, now, error)
         self._base = head
         return CommitResult(head.hash, locations, now)
+
+    def _settle(
+        self,
+        checkpoint: Checkpoint,
+        base: Reference,
+        locations: Mapping[Identifier, str],
+        now: str,
+        error: Exception,
+    ) -> CommitResult:
+        """Settle a commit whose answer was lost. Found in the log since the base hash: it landed.
+        Not found: it may still be in flight, so first fence it off by moving the pipeline's marker
+        from the base hash (the lost commit expects that hash and puts the marker, so it can no
+        longer land); only then is it surely failed, its metadata deleted and the batch re-applied.
+        If Nessie stops answering meanwhile, nothing is deleted (CommitOutcomeUnknownError)."""
+        batch_id = checkpoint.batch_id
+        try:
+            found = self._batch_committed(batch_id, base.hash)
+            if found is None:
+                try:
+                    self._fence(checkpoint, base)
+                except NessieConflictError:
+                    # The marker moved since the base hash: our commit landed meanwhile, or another
+                    # commit of this pipeline did (then ours conflicts and cannot land).
+                    found = self._batch_committed(batch_id, base.hash)
+        except NessieUnavailableError as again:
+            msg = (
+                f"Nessie did not confirm batch {batch_id} ({error}) and could not be asked whether it "
+                f"landed ({again}); its files are kept. Re-run when Nessie answers: the committed "
+                "state decides where the re-run starts"
+            )
+            raise CommitOutcomeUnknownError(msg) from again
+        if found is not None:
+            self._base = Reference(self.branch, found.hash)
+            return CommitResult(found.hash, locations, now, already_committed=True)
+        self.delete_quietly(list(locations.values()))
+        self._base = self.client.reference(self.branch)
+        msg = f"Nessie did not confirm batch {batch_id} ({error}); it did not land and is re-applied"
+        raise NessieConflictError(msg) from error
+
+    def _fence(self, checkpoint: Checkpoint, base: Reference) -> None:
+        """Move the pipeline's marker from `base`: a commit expecting `base` that puts the marker
+        (every checkpoint of this pipeline does) conflicts from now on."""
+        key = (*_STATE_NAMESPACE, checkpoint.pipeline_id)
+        current = self.client.content(f"{self.branch}@{base.hash}", key)
+        operations = []
+        if current is None and self.client.content(f"{self.branch}@{base.hash}", _STATE_NAMESPACE) is None:
+            operations.append(Put(_STATE_NAMESPACE, namespace_content(_STATE_NAMESPACE)))
+        fence = {"ingest.fenced-batch-id": checkpoint.batch_id, props.RUN_ID: checkpoint.run_id}
+        operations.append(Put(key, namespace_content(key, current.get("id") if current else None, fence)))
+        self.client.commit(
+            base,
+            operations,
+            message=f"fence: batch {checkpoint.batch_id} of {checkpoint.pipeline_id} was not confirmed",
+            properties={"ingest.fenced-batch-id": checkpoint.batch_id},
+            author=_AUTHOR,
+        )
 
     def _exists(self, at_base: str, key: Identifier, staged: Sequence[Put]) -> bool:
         """Whether `key` exists at the base hash or is already put by this commit (one lookup per

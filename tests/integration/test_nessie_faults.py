@@ -20,7 +20,7 @@ from devstack.nessie import NessieServer
 from target_iceberg_nessie import properties as props
 from target_iceberg_nessie.catalogs import nessie as nessie_catalog
 from target_iceberg_nessie.catalogs.nessie_api import NessieClient
-from target_iceberg_nessie.errors import CommitConflictError, RetriableError
+from target_iceberg_nessie.errors import CommitOutcomeUnknownError
 
 TABLE = "acme.raw.orders"
 PIPELINE = "acme.raw"
@@ -135,35 +135,25 @@ def test_a_commit_whose_answer_is_lost_lands_once_and_is_not_resent(nessie: Ness
     assert committed_bookmark(lake) == 3
 
 
-def test_a_commit_nessie_never_received_fails_retriable_and_the_resumed_run_lands_the_rest_once(
+def test_a_commit_nessie_never_received_is_fenced_off_then_reapplied_once(
     nessie: NessieServer, lake: Lake
 ) -> None:
     with FaultyProxy(nessie.uri) as proxy:
         proxy.arm(Fault.DROP_REQUEST, commit_of("run-1:2"))
-        failed = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
+        result = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
 
-    # Not found in the log after the reset: the target does not retry in-process, it stops with a
-    # retriable error (exit code 75) and discards the batch; batch 1 stays committed.
-    assert isinstance(failed.error, RetriableError)
-    assert not isinstance(failed.error, CommitConflictError)
-    assert failed.error.exit_code == 75
-    assert "run-1:2" in str(failed.error)
-    assert "not in the log" in str(failed.error)
+    # Not in the log: the target first moves the pipeline's marker from the base hash (a fence: the
+    # lost commit, were it still in flight, could no longer land), then re-applies the batch.
+    assert result.error is None
     assert [(f.fault, commit_batch_id(f.request)) for f in proxy.faulted] == [(Fault.DROP_REQUEST, "run-1:2")]
-    assert commits_sent(proxy) == ["run-1:1"], "the lost commit was not resent blindly"
-    assert branch_batch_ids(nessie, lake) == ["run-1:1"]
-    assert states(failed.states) == [1], "no STATE for a batch that did not land"
-    assert_table_holds(lake, [1, 2, 3])
-    assert committed_bookmark(lake) == 1
-
-    with FaultyProxy(nessie.uri) as proxy:
-        resumed = resume(proxy, lake)
-
-    assert resumed.error is None
-    assert commits_sent(proxy) == ["run-1:2", "run-1:3"]
+    assert commits_sent(proxy) == ["run-1:1", "run-1:2", "run-1:3"], "run-1:2 reached Nessie once"
     assert branch_batch_ids(nessie, lake) == ["run-1:1", "run-1:2", "run-1:3"]
-    assert states(resumed.states) == [2, 3]
+    with NessieClient(nessie.uri) as client:
+        fences = [e for e in client.log(lake.branch) if "ingest.fenced-batch-id" in e.properties]
+    assert [e.properties["ingest.fenced-batch-id"] for e in fences] == ["run-1:2"]
+    assert states(result.states) == [1, 2, 3]
     assert_table_holds(lake, all_ids())
+    assert committed_bookmark(lake) == 3
 
 
 def test_a_commit_answered_after_the_client_timeout_is_settled_from_the_log(
@@ -185,16 +175,10 @@ def test_a_commit_answered_after_the_client_timeout_is_settled_from_the_log(
     assert_table_holds(lake, all_ids())
 
 
-# The two tests below show data loss in the product (the failure path deletes files that a landed
-# commit references). Strict: when it is fixed they pass, and the marker has to go.
+# Below: the outcome stays unknown, or the lost commit arrives late. Nothing a landed commit refers
+# to may be deleted, and nothing may land twice.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="the run's failure path (reader → IcebergSink.discard) deletes the data files of a commit "
-    "that landed, when the log lookup that settles its lost answer fails too",
-)
 def test_a_lost_answer_whose_log_lookup_fails_too_leaves_a_readable_table(
     nessie: NessieServer, lake: Lake
 ) -> None:
@@ -203,42 +187,33 @@ def test_a_lost_answer_whose_log_lookup_fails_too_leaves_a_readable_table(
         proxy.arm(Fault.DROP_REQUEST, lambda request: log_lookup(request) and bool(proxy.faulted))
         failed = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
 
-    assert isinstance(failed.error, RetriableError), "the outcome could not be settled"
+    assert isinstance(failed.error, CommitOutcomeUnknownError), "the outcome could not be settled"
+    assert failed.error.exit_code == 75
     assert [f.fault for f in proxy.faulted] == [Fault.DROP_RESPONSE, Fault.DROP_REQUEST]
     assert branch_batch_ids(nessie, lake) == ["run-1:1", "run-1:2"], "batch 2 did land"
     assert states(failed.states) == [1]
     assert committed_bookmark(lake) == 2
-    assert_table_holds(lake, list(range(1, 7)))  # today: FileNotFoundError, its Parquet file is gone
+    assert_table_holds(lake, list(range(1, 7)))  # the landed batch's files were kept
     with FaultyProxy(nessie.uri) as proxy:
         assert resume(proxy, lake).error is None
     assert_table_holds(lake, all_ids())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="after a timeout, 'not in the log' is taken for 'did not land': NessieCatalog deletes the "
-    "commit's metadata (and the sink its data files), yet the delayed commit can still land",
-)
-def test_a_commit_that_lands_after_the_timeout_and_the_lookup_leaves_a_readable_table(
+def test_a_commit_that_arrives_after_the_timeout_and_the_lookup_lands_once_or_is_fenced_off(
     nessie: NessieServer, lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     short_client_timeout(monkeypatch)
     with FaultyProxy(nessie.uri) as proxy:
         proxy.arm(Fault.DELIVER_LATE, commit_of("run-1:2"), after=log_lookup)
-        failed = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
+        result = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
     monkeypatch.undo()
 
-    assert isinstance(failed.error, RetriableError)
+    # The late commit and the fence race: either the commit landed first (the fence conflicts and the
+    # log then shows the batch) or the fence did (the late commit conflicts; the batch is re-applied).
+    assert result.error is None
     assert [(f.fault, f.client_hung_up) for f in proxy.faulted] == [(Fault.DELIVER_LATE, True)]
-    assert commits_sent(proxy) == ["run-1:1", "run-1:2"], "sent once, after the client gave up"
-    assert states(failed.states) == [1]
-    # Whether the late commit lands (today) or is fenced off (a fix may do that), the table must be
-    # readable and hold what the committed state says; the resumed run completes it, every id once.
-    landed = committed_bookmark(lake) * ROWS_PER_CHECKPOINT
-    assert_table_holds(lake, list(range(1, landed + 1)))  # today: FileNotFoundError, metadata is gone
-    with FaultyProxy(nessie.uri) as proxy:
-        assert resume(proxy, lake).error is None
+    assert states(result.states) == [1, 2, 3]
     assert_table_holds(lake, all_ids())
     batch_ids = branch_batch_ids(nessie, lake)
     assert sorted(set(batch_ids)) == sorted(batch_ids) == ["run-1:1", "run-1:2", "run-1:3"]
+    assert committed_bookmark(lake) == 3
