@@ -31,9 +31,9 @@ from target_iceberg_nessie.catalogs import nessie_api as api
 TOTAL_RECORDS: Final = "total-records"
 TOTAL_DATA_FILES: Final = "total-data-files"
 # Commit properties the Nessie catalog writes that `properties` does not declare (yet).
-STREAMS: Final = "ingest.streams"
-SUMMARY: Final = "ingest.summary"
-COMMITTED_AT: Final = "ingest.committed-at"
+STREAMS: Final = props.STREAMS
+SUMMARY: Final = props.SUMMARY
+COMMITTED_AT: Final = props.COMMITTED_AT
 
 EXIT_RETRY: Final = 75  # EX_TEMPFAIL, as the target's RetriableError: the same command may work later
 SHORT_HASH: Final = 12  # how many hex digits of a Nessie hash people see

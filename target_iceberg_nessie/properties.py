@@ -15,6 +15,16 @@ STREAM: Final = "ingest.stream"
 SINGER_STATE: Final = "ingest.singer-state"
 SINGER_STATE_LOCATION: Final = "ingest.singer-state-location"
 TENANT: Final = "ingest.tenant"
+# Nessie commit properties (besides the ids and the state above).
+STREAMS: Final = "ingest.streams"  # JSON list of the streams the commit touched
+TABLES: Final = "ingest.tables"  # JSON {table: metadata location}
+SUMMARY: Final = "ingest.summary"  # JSON {table: {"rows": n}}
+COMMITTED_AT: Final = "ingest.committed-at"
+FENCED_BATCH_ID: Final = "ingest.fenced-batch-id"  # a fence commit: this batch can no longer land
+PUBLISH: Final = "ingest.publish"  # "wap": a write-audit-publish merge
+WAP_BRANCH: Final = "ingest.wap-branch"
+WAP_HEAD: Final = "ingest.wap-head"  # the run branch head a publish merged
+AUDIT: Final = "ingest.audit"  # JSON list of the audit's checks
 WRITER: Final = "ingest.writer"
 
 # Singer state at most this large (bytes of JSON) is kept inline; larger state goes to a file.

@@ -45,10 +45,10 @@ from target_iceberg_nessie.errors import ConfigError, FatalError, RetriableError
 from target_iceberg_nessie.settings import TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
 
-PUBLISH: Final = "ingest.publish"
-WAP_BRANCH: Final = "ingest.wap-branch"
-WAP_HEAD: Final = "ingest.wap-head"
-AUDIT: Final = "ingest.audit"
+PUBLISH: Final = props.PUBLISH
+WAP_BRANCH: Final = props.WAP_BRANCH
+WAP_HEAD: Final = props.WAP_HEAD
+AUDIT: Final = props.AUDIT
 _AUTHOR: Final = "target-iceberg-nessie"
 _LOG_SCAN_LIMIT: Final = 10_000
 _MERGE_ATTEMPTS: Final = 3
@@ -100,7 +100,9 @@ class WapPublisher:
             raise ConfigError(msg)
         self.settings = settings
         self.logger = logger
-        self.client = NessieClient(settings.nessie_uri, token=settings.nessie_token)
+        self.client = NessieClient(
+            settings.nessie_uri, token=settings.nessie_token, timeout=settings.nessie_timeout_seconds
+        )
         self.target_branch = settings.branch
         self.run_branch = run_branch_name(settings.tenant, settings.run_id)
         self.fork: Reference | None = None
@@ -251,6 +253,7 @@ class WapPublisher:
             warehouse=catalog.warehouse,
             branch=f"{run_head.name}@{run_head.hash}",
             token=self.settings.nessie_token,
+            timeout=self.settings.nessie_timeout_seconds,
         ) as at_head:
             audit = self.audit(at_head, sinks)
             locations = {s.table_name: loc for s in sinks if (loc := _location(at_head, s)) is not None}
@@ -275,10 +278,10 @@ class WapPublisher:
             props.RUN_ID: self.settings.run_id,
             props.BATCH_ID: batch_id,
             props.BATCH_SEQ: str(batch_seq),
-            "ingest.streams": json.dumps([s.stream for s in sinks if s.tally.rows_committed]),
-            "ingest.tables": json.dumps(locations),
-            "ingest.summary": json.dumps({s.table_name: {"rows": s.tally.rows_committed} for s in sinks}),
-            "ingest.committed-at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            props.STREAMS: json.dumps([s.stream for s in sinks if s.tally.rows_committed]),
+            props.TABLES: json.dumps(locations),
+            props.SUMMARY: json.dumps({s.table_name: {"rows": s.tally.rows_committed} for s in sinks}),
+            props.COMMITTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
             PUBLISH: "wap",
             WAP_BRANCH: self.run_branch,
             WAP_HEAD: run_head.hash,

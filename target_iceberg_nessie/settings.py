@@ -38,6 +38,7 @@ NESSIE_TOKEN: Final = "nessie_token"  # noqa: S105 - the setting's name, not a s
 BRANCH: Final = "branch"
 BRANCH_FROM: Final = "branch_from"
 PUBLISH: Final = "publish"
+NESSIE_TIMEOUT_SECONDS: Final = "nessie_timeout_seconds"
 PUBLISH_MODES: Final = ("direct", "wap")
 
 # Seconds: a number, or its text (how Meltano passes a setting given by an environment variable).
@@ -67,6 +68,13 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         th.StringType,
         description="When `branch` does not exist, create it from this reference (a branch or tag name); "
         "unset: a missing branch is an error.",
+    ),
+    th.Property(
+        NESSIE_TIMEOUT_SECONDS,
+        _SECONDS,
+        default=30,
+        description="How long to wait for one Nessie answer. A commit whose answer does not come in time "
+        "is looked up in the log (and fenced off if it is not there) before it is re-applied.",
     ),
     th.Property(
         PUBLISH,
@@ -226,6 +234,7 @@ class TargetSettings:
     branch: str
     branch_from: str | None
     publish: str = "direct"
+    nessie_timeout_seconds: float = 30.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -276,4 +285,5 @@ class TargetSettings:
             branch=str(config.get(BRANCH) or "main"),
             branch_from=config.get(BRANCH_FROM) or None,
             publish=publish,
+            nessie_timeout_seconds=max(0.1, _positive(config, NESSIE_TIMEOUT_SECONDS, 30.0)),
         )

@@ -88,6 +88,7 @@ class TargetIcebergNessie(Target):
                 branch=branch,
                 branch_from=branch_from,
                 token=self.settings.nessie_token,
+                timeout=self.settings.nessie_timeout_seconds,
             )
         return self._catalog
 

@@ -24,6 +24,7 @@ def open_catalog(
     branch: str = "main",
     branch_from: str | None = None,
     token: str | None = None,
+    timeout: float = 30.0,
 ) -> CheckpointCatalog:
     """Open the catalog a target (`create=True`) or a reader of its tables is configured for.
 
@@ -45,6 +46,7 @@ def open_catalog(
             branch_from=branch_from,
             token=token,
             writable=create,
+            timeout=timeout,
         )
     msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
     raise ConfigError(msg)

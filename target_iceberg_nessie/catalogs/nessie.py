@@ -66,6 +66,7 @@ class NessieCatalog(CheckpointCatalog):
         branch_from: str | None = None,
         token: str | None = None,
         writable: bool = True,
+        timeout: float = 30.0,
     ):
         """`branch`: the branch to commit to; a reader (`writable` False) may also name a tag or
         `<reference>@<hash>` to read the tables as of that commit."""
@@ -76,7 +77,7 @@ class NessieCatalog(CheckpointCatalog):
         self.warehouse = warehouse.rstrip("/")
         self.branch, _, pinned = branch.partition("@")
         self.writable = writable
-        self.client = NessieClient(uri, token=token)
+        self.client = NessieClient(uri, token=token, timeout=timeout)
         self.iceberg = NoopCatalog(name)  # tables need a catalog object; commits go through Nessie
         try:
             if pinned and writable:
@@ -175,8 +176,8 @@ class NessieCatalog(CheckpointCatalog):
                 batch_id=entry.properties.get(props.BATCH_ID, ""),
                 commit_id=entry.hash,
                 state=self._state_of(entry),
-                committed_at=entry.properties.get("ingest.committed-at", ""),
-                tables=json.loads(entry.properties.get("ingest.tables", "{}")),
+                committed_at=entry.properties.get(props.COMMITTED_AT, ""),
+                tables=json.loads(entry.properties.get(props.TABLES, "{}")),
             )
         return None
 
@@ -198,10 +199,10 @@ class NessieCatalog(CheckpointCatalog):
                     "batch_id": entry.properties.get(props.BATCH_ID),
                     "pipeline_id": entry.properties.get(props.PIPELINE_ID),
                     "run_id": entry.properties.get(props.RUN_ID),
-                    "streams": json.loads(entry.properties.get("ingest.streams", "[]")),
-                    "tables": json.loads(entry.properties.get("ingest.tables", "{}")),
-                    "summary": json.loads(entry.properties.get("ingest.summary", "{}")),
-                    "committed_at": entry.properties.get("ingest.committed-at"),
+                    "streams": json.loads(entry.properties.get(props.STREAMS, "[]")),
+                    "tables": json.loads(entry.properties.get(props.TABLES, "{}")),
+                    "summary": json.loads(entry.properties.get(props.SUMMARY, "{}")),
+                    "committed_at": entry.properties.get(props.COMMITTED_AT),
                     "commit_hash": entry.hash,
                 }
             )
@@ -246,10 +247,10 @@ class NessieCatalog(CheckpointCatalog):
             props.RUN_ID: checkpoint.run_id,
             props.BATCH_ID: checkpoint.batch_id,
             props.BATCH_SEQ: str(checkpoint.batch_seq),
-            "ingest.streams": json.dumps(list(checkpoint.streams)),
-            "ingest.tables": json.dumps({".".join(k): v for k, v in locations.items()}),
-            "ingest.summary": json.dumps(dict(checkpoint.summary)),
-            "ingest.committed-at": now,
+            props.STREAMS: json.dumps(list(checkpoint.streams)),
+            props.TABLES: json.dumps({".".join(k): v for k, v in locations.items()}),
+            props.SUMMARY: json.dumps(dict(checkpoint.summary)),
+            props.COMMITTED_AT: now,
         }
         if checkpoint.state_location is not None:
             properties[props.SINGER_STATE_LOCATION] = checkpoint.state_location
@@ -318,13 +319,13 @@ class NessieCatalog(CheckpointCatalog):
         operations = []
         if current is None and self.client.content(f"{self.branch}@{base.hash}", _STATE_NAMESPACE) is None:
             operations.append(Put(_STATE_NAMESPACE, namespace_content(_STATE_NAMESPACE)))
-        fence = {"ingest.fenced-batch-id": checkpoint.batch_id, props.RUN_ID: checkpoint.run_id}
+        fence = {props.FENCED_BATCH_ID: checkpoint.batch_id, props.RUN_ID: checkpoint.run_id}
         operations.append(Put(key, namespace_content(key, current.get("id") if current else None, fence)))
         self.client.commit(
             base,
             operations,
             message=f"fence: batch {checkpoint.batch_id} of {checkpoint.pipeline_id} was not confirmed",
-            properties={"ingest.fenced-batch-id": checkpoint.batch_id},
+            properties={props.FENCED_BATCH_ID: checkpoint.batch_id},
             author=_AUTHOR,
         )
 

@@ -7,7 +7,6 @@ per batch id), what crossed the wire (commit requests per batch id) and the STAT
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from tcp_proxy import Fault, FaultyProxy, Matcher, Request
 
 from devstack.nessie import NessieServer
 from target_iceberg_nessie import properties as props
-from target_iceberg_nessie.catalogs import nessie as nessie_catalog
 from target_iceberg_nessie.catalogs.nessie_api import NessieClient
 from target_iceberg_nessie.errors import CommitOutcomeUnknownError
 
@@ -37,8 +35,8 @@ def lake(tmp_path: Path, nessie: NessieServer) -> Iterator[Lake]:
     opened.close()
 
 
-def through(proxy: FaultyProxy, lake: Lake) -> dict[str, object]:
-    return lake.config(nessie_uri=proxy.uri)
+def through(proxy: FaultyProxy, lake: Lake, **overrides: object) -> dict[str, object]:
+    return lake.config(nessie_uri=proxy.uri, **overrides)
 
 
 def singer(checkpoints: range) -> str:
@@ -112,13 +110,6 @@ def assert_table_holds(lake: Lake, ids: list[int]) -> None:
     assert sorted(row["id"] for row in read_duckdb(lake, TABLE)) == ids
 
 
-def short_client_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The target has no timeout setting (NessieClient's 30 s default): its catalog's client gets a
-    short one, so that a held answer times out quickly."""
-    short = functools.partial(NessieClient, timeout=CLIENT_TIMEOUT_SECONDS)
-    monkeypatch.setattr(nessie_catalog, "NessieClient", short)
-
-
 def test_a_commit_whose_answer_is_lost_lands_once_and_is_not_resent(nessie: NessieServer, lake: Lake) -> None:
     with FaultyProxy(nessie.uri) as proxy:
         proxy.arm(Fault.DROP_RESPONSE, commit_of("run-1:2"))
@@ -157,13 +148,12 @@ def test_a_commit_nessie_never_received_is_fenced_off_then_reapplied_once(
 
 
 def test_a_commit_answered_after_the_client_timeout_is_settled_from_the_log(
-    nessie: NessieServer, lake: Lake, monkeypatch: pytest.MonkeyPatch
+    nessie: NessieServer, lake: Lake
 ) -> None:
-    short_client_timeout(monkeypatch)
     with FaultyProxy(nessie.uri) as proxy:
         proxy.arm(Fault.HOLD_RESPONSE, commit_of("run-1:2"))
-        result = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
-    monkeypatch.undo()
+        config = through(proxy, lake, nessie_timeout_seconds=CLIENT_TIMEOUT_SECONDS)
+        result = run_target(config, singer(range(1, CHECKPOINTS + 1)))
 
     assert result.error is None
     assert [(f.fault, commit_batch_id(f.request), f.client_hung_up) for f in proxy.faulted] == [
@@ -200,13 +190,12 @@ def test_a_lost_answer_whose_log_lookup_fails_too_leaves_a_readable_table(
 
 
 def test_a_commit_that_arrives_after_the_timeout_and_the_lookup_lands_once_or_is_fenced_off(
-    nessie: NessieServer, lake: Lake, monkeypatch: pytest.MonkeyPatch
+    nessie: NessieServer, lake: Lake
 ) -> None:
-    short_client_timeout(monkeypatch)
     with FaultyProxy(nessie.uri) as proxy:
         proxy.arm(Fault.DELIVER_LATE, commit_of("run-1:2"), after=log_lookup)
-        result = run_target(through(proxy, lake), singer(range(1, CHECKPOINTS + 1)))
-    monkeypatch.undo()
+        config = through(proxy, lake, nessie_timeout_seconds=CLIENT_TIMEOUT_SECONDS)
+        result = run_target(config, singer(range(1, CHECKPOINTS + 1)))
 
     # The late commit and the fence race: either the commit landed first (the fence conflicts and the
     # log then shows the batch) or the fence did (the late commit conflicts; the batch is re-applied).
