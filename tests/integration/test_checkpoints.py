@@ -150,3 +150,25 @@ def test_microbatch_seconds_commits_a_slow_stream_without_state(lake: Lake) -> N
     assert len(added) >= 3, f"time-based checkpoints happened mid-stream: {added}"
     assert sum(added) == 600
     assert ids(lake, "acme.raw.slow") == list(range(1, 601))
+
+
+def test_another_pipeline_writing_our_table_between_load_and_commit_keeps_both(lake: Lake) -> None:
+    ours = TargetIcebergNessie(config=lake.config())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ours.process_lines(io.StringIO(schema("t") + record("t", 1) + state(1) + record("t", 2)))
+        # Another pipeline (another target process) appends to the same table and commits first.
+        theirs = run_target(
+            lake.config(pipeline_id="other", run_id="other-run"), schema("t") + record("t", 100) + state(9)
+        )
+        assert theirs.error is None
+        ours.process_lines(io.StringIO(state(2)))
+        ours.process_endofpipe()
+    assert ids(lake, "acme.raw.t") == [1, 2, 100], "our batch landed once, theirs stayed"
+    assert [json.loads(s) for s in out.getvalue().splitlines()] == [{"n": 1}, {"n": 2}]
+    with lake.catalog() as catalog:
+        assert catalog.committed_state("acme.raw").state == {"n": 2}
+        assert catalog.committed_state("other").state == {"n": 9}
+        table = catalog.load_table(("acme", "raw", "t"))
+    batches = [s.summary.get("ingest.batch-id") for s in table.metadata.snapshots]
+    assert batches == ["run-1:1", "other-run:1", "run-1:2"], "ours was re-applied on top of theirs"
