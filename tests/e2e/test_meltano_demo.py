@@ -243,9 +243,9 @@ def test_the_repos_plugin_venvs_were_reused_not_reinstalled(two_runs: TwoRuns) -
 def test_make_demo_steps_load_and_print_the_tables(tmp_path: Path) -> None:
     """`make demo` = `meltano run demo` then `ingest tables --sample 3`.
 
-    `ingest tables` finds the lake from the project (default <project>/.lake, or --catalog-uri /
-    --warehouse), not from the loader's env vars, so the env vars point the loader at the copy's
-    own .lake — a temporary lake, and the one both commands default to.
+    `ingest tables` finds the lake from its flags, its INGEST_* variables, then the loader's
+    TARGET_ICEBERG_NESSIE_* ones, then the project (<project>/.lake). Here the loader's variables
+    name the copy's own .lake, the project default too, so either way both commands use one lake.
     """
     project = copy_meltano_project(tmp_path / "project", Lake(tmp_path / "project" / ".lake"))
     demo = project.meltano_run("demo")  # the `demo` job: tap-demo-csv target-iceberg-nessie
