@@ -18,6 +18,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import StagedTable, Table
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.typedef import Identifier
 
 from target_iceberg_nessie import properties as props
@@ -79,6 +80,7 @@ class IcebergSink:
         self._io: FileIO | None = None
         self.tally = StreamTally()
         self.in_doubt = False  # a commit of the staged files was sent and its outcome is unknown
+        self._attempt: Snapshot | None = None  # the snapshot of the commit being attempted
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -221,6 +223,7 @@ class IcebergSink:
         if self._staged.files:
             summary = {**snapshot_properties, props.STREAM: self.stream}
             metadata = append_snapshot(metadata, self._staged.files, self.io(metadata), summary)
+            self._attempt = metadata.current_snapshot()
         base = self._base
         return TableChange(
             identifier=self.identifier,
@@ -230,8 +233,10 @@ class IcebergSink:
         )
 
     def prepare_retry(self) -> None:
-        """After a conflict: reload the table and re-apply the schema; staged files are kept."""
+        """After a conflict (the commit surely did not land): delete the failed attempt's manifest
+        and manifest list, reload the table and re-apply the schema; staged data files are kept."""
         assert self.shape is not None
+        self._delete_attempt()
         self._working = None
         self._evolve(self.shape)
         self._dirty = True
@@ -245,6 +250,18 @@ class IcebergSink:
             )
             raise CommitConflictError(msg)
 
+    def _delete_attempt(self) -> None:
+        attempt, self._attempt = self._attempt, None
+        if attempt is None or self._working is None:
+            return
+        io = self.io(self._working)
+        with contextlib.suppress(Exception):  # best effort: an orphan costs bytes, not correctness
+            ours = [
+                m.manifest_path for m in attempt.manifests(io) if m.added_snapshot_id == attempt.snapshot_id
+            ]
+            for path in [*ours, attempt.manifest_list]:
+                io.delete(path)
+
     def committed(self, snapshot_id: int | None) -> None:
         """The checkpoint landed: the staged work is now the table's committed state."""
         self.tally.rows_committed += self._staged.rows
@@ -252,6 +269,7 @@ class IcebergSink:
         self.tally.bytes_committed += sum(f.file_size_in_bytes for f in self._staged.files)
         if snapshot_id is not None:
             self.tally.snapshot_ids.append(snapshot_id)
+        self._attempt = None
         self._staged = _Staged()
         self._dirty = False
         if self.shape is not None:
@@ -261,6 +279,8 @@ class IcebergSink:
         """The checkpoint will never commit: wait for the staging thread, delete its files (except
         files of a commit whose outcome is unknown: it may have landed)."""
         paths = [] if self.in_doubt else [f.file_path for f in self._staged.files]
+        if not self.in_doubt:
+            self._delete_attempt()
         for future in self._pending:
             with contextlib.suppress(Exception):
                 future.result()

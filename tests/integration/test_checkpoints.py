@@ -172,3 +172,8 @@ def test_another_pipeline_writing_our_table_between_load_and_commit_keeps_both(l
         table = catalog.load_table(("acme", "raw", "t"))
     batches = [s.summary.get("ingest.batch-id") for s in table.metadata.snapshots]
     assert batches == ["run-1:1", "other-run:1", "run-1:2"], "ours was re-applied on top of theirs"
+    referenced = {s.manifest_list for s in table.metadata.snapshots} | {
+        m.manifest_path for s in table.metadata.snapshots for m in s.manifests(table.io)
+    }
+    on_disk = {str(p) for p in (lake.warehouse / "acme" / "raw" / "t" / "metadata").glob("*.avro")}
+    assert on_disk == {r.removeprefix("file://") for r in referenced}, "the failed attempt left no files"
