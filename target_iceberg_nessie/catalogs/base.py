@@ -177,6 +177,11 @@ class CheckpointCatalog(abc.ABC):
     def list_namespaces(self) -> list[Identifier]:
         """Every namespace, at any depth."""
 
+    @abc.abstractmethod
+    def drop_table(self, identifier: Identifier) -> None:
+        """Remove the table from the catalog (its files stay: other branches or snapshots may use
+        them). Raises FatalError naming the table when it does not exist."""
+
     def close(self) -> None:  # noqa: B027 - optional hook; most catalogs hold nothing to release
         """Release connections."""
 

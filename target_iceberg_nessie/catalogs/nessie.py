@@ -33,6 +33,7 @@ from target_iceberg_nessie.catalogs.nessie_api import (
     ICEBERG_TABLE,
     NAMESPACE,
     CommitEntry,
+    Delete,
     NessieClient,
     NessieConflictError,
     NessieNotFoundError,
@@ -42,7 +43,7 @@ from target_iceberg_nessie.catalogs.nessie_api import (
     iceberg_table_content,
     namespace_content,
 )
-from target_iceberg_nessie.errors import CommitOutcomeUnknownError, ConfigError
+from target_iceberg_nessie.errors import CommitOutcomeUnknownError, ConfigError, FatalError
 
 _AUTHOR = "target-iceberg-nessie"
 _STATE_NAMESPACE: Identifier = ("_ingest",)
@@ -148,6 +149,23 @@ class NessieCatalog(CheckpointCatalog):
             key
             for key, kind in self.client.entries(self._ref)
             if kind == ICEBERG_TABLE and key[:-1] == tuple(namespace)
+        )
+
+    def drop_table(self, identifier: Identifier) -> None:
+        if not self.writable:
+            msg = f"cannot drop {'.'.join(identifier)}: this catalog was opened read-only"
+            raise ConfigError(msg)
+        head = self.client.reference(self.branch)
+        content = self.client.content(f"{self.branch}@{head.hash}", identifier)
+        if content is None or content.get("type") != ICEBERG_TABLE:
+            msg = f"table {'.'.join(identifier)} does not exist on Nessie branch {self.branch!r}"
+            raise FatalError(msg)
+        self._base = self.client.commit(
+            head,
+            [Delete(tuple(identifier))],
+            message=f"drop table {'.'.join(identifier)}",
+            properties={},
+            author=_AUTHOR,
         )
 
     def _ingest_commits(self, pipeline_id: str | None) -> Iterator[CommitEntry]:

@@ -126,6 +126,13 @@ class EmbeddedCatalog(CheckpointCatalog):
     def list_tables(self, namespace: Identifier) -> list[Identifier]:
         return sorted(self.iceberg.list_tables(namespace))
 
+    def drop_table(self, identifier: Identifier) -> None:
+        try:
+            self.iceberg.drop_table(identifier)
+        except NoSuchTableError:
+            msg = f"table {'.'.join(identifier)} does not exist in catalog {self.name!r}"
+            raise FatalError(msg) from None
+
     def committed_state(self, pipeline_id: str) -> CommittedState | None:
         with Session(self._engine) as session:
             row = session.get(CheckpointRow, (self.name, pipeline_id))

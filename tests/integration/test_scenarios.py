@@ -10,6 +10,8 @@ import pytest
 from conftest import Lake, read_duckdb, read_pyiceberg, run_target
 from singer_expect import actual_rows, expected_rows, merged_properties, parse_messages
 
+from target_iceberg_nessie.errors import FatalError
+
 SCENARIOS = [
     # file, stream, table, key
     ("schema_evolution.singer", "accounts", "acme.raw.accounts", "id"),
@@ -114,3 +116,17 @@ def test_the_reader_counts_every_message_type(lake: Lake, singer_fixture) -> Non
         counts = target.process_lines(io.StringIO(singer_fixture("interleaved.singer")))
         target.process_endofpipe()
     assert (counts["SCHEMA"], counts["RECORD"], counts["STATE"]) == (3, 90, 3)
+
+
+def test_a_dropped_table_is_gone_and_the_next_run_creates_it_again(lake: Lake, singer_fixture) -> None:
+    text = singer_fixture("state_every_n.singer")
+    assert run_target(lake.config(), text).error is None
+    with lake.catalog(create=True) as writer:
+        writer.drop_table(("acme", "raw", "ticks"))
+        assert writer.load_table(("acme", "raw", "ticks")) is None
+        with pytest.raises(FatalError, match=r"acme\.raw\.ticks does not exist"):
+            writer.drop_table(("acme", "raw", "ticks"))
+    with lake.catalog() as reader:
+        assert ("acme", "raw", "ticks") not in reader.list_tables(("acme", "raw"))
+    assert run_target(lake.config(run_id="run-2"), text).error is None
+    assert len(read_pyiceberg(lake, "acme.raw.ticks")) == 22, "a new table, with only the new run's rows"
