@@ -11,7 +11,7 @@ from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped] # jsonschema ships no type hints; types-jsonschema is not a dev dependency yet
+import jsonschema
 import yaml
 
 from ingestion.errors import ConfigError, ConfigFileError, Problem
