@@ -76,11 +76,13 @@ class CommitCoordinator:
     def checkpoint(self, sinks: Iterable[IcebergSink], state: Mapping[str, Any] | None, reason: str) -> bool:
         """Commit what is staged with `state`. Returns False when there was nothing to commit."""
         sinks = list(sinks)
+        pending = f"{self.settings.run_id}:{self.batch_seq + 1}"
         for sink in sinks:
+            sink.pending_batch_id = pending  # stamps the rows it rejects in this checkpoint
             sink.flush()
         for sink in sinks:
-            sink.seal()
-        touched = [sink for sink in sinks if sink.has_changes]
+            sink.seal()  # also stages its rejected rows in its rejects table
+        touched = [member for sink in sinks for member in sink.family if member.has_changes]
         if not touched and (state is None or state == self._committed_state):
             return False
         self.batch_seq += 1
@@ -90,7 +92,7 @@ class CommitCoordinator:
             batch_seq=self.batch_seq,
             state=state,
             streams=tuple(sink.stream for sink in touched),
-            summary={sink.table_name: {"rows": sink.staged_rows} for sink in touched},
+            summary={sink.table_name: _table_summary(sink) for sink in touched},
         )
         state_properties = self._state_properties(checkpoint)
         if location := state_properties.get(props.SINGER_STATE_LOCATION):
@@ -199,6 +201,13 @@ class CommitCoordinator:
                 if change.metadata.current_snapshot_id is not None
             }
             return _Committed(commit, snapshot_ids)
+
+
+def _table_summary(sink: IcebergSink) -> dict[str, Any]:
+    summary: dict[str, Any] = {"rows": sink.staged_rows}
+    if sink.contract is not None:
+        summary["contract"] = sink.contract.contract.ref
+    return summary
 
 
 class _Committed:

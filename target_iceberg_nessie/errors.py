@@ -63,3 +63,10 @@ class CommitConflictError(RetriableError):
 
 class ContractViolation(TargetError):  # noqa: N818 - the name says what happened, like the DESIGN calls it
     """Rows broke their data contract at the `fail` level."""
+
+
+class RowsQuarantined(TargetError):  # noqa: N818 - not a failure: a partial success
+    """Everything committed, but some rows broke their contracts and went to `<table>__rejected`:
+    a partial success (exit 1)."""
+
+    exit_code = 1

@@ -25,6 +25,7 @@ PUBLISH: Final = "ingest.publish"  # "wap": a write-audit-publish merge
 WAP_BRANCH: Final = "ingest.wap-branch"
 WAP_HEAD: Final = "ingest.wap-head"  # the run branch head a publish merged
 AUDIT: Final = "ingest.audit"  # JSON list of the audit's checks
+CONTRACTS: Final = "ingest.contracts"  # JSON {table: "<contract id>@<version>"} of the commit's tables
 WRITER: Final = "ingest.writer"
 
 # Singer state at most this large (bytes of JSON) is kept inline; larger state goes to a file.

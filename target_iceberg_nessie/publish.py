@@ -199,12 +199,14 @@ class WapPublisher:
             snapshots = run_snapshots(table, stop)
             landed = sum(int(s.summary.get("added-records", "0")) for s in snapshots if s.summary)
             received = sink.tally.records_read
+            if sink.contract is not None:  # rows a contract quarantined or dropped do not land here
+                received -= sink.contract.report.quarantined + sink.contract.report.dropped
             result.checks.append(
                 CheckResult(
                     sink.table_name,
                     "row-count",
                     landed == received,
-                    f"{landed} row(s) in the run's snapshots, {received} record(s) received",
+                    f"{landed} row(s) in the run's snapshots, {received} record(s) received and kept",
                 )
             )
             keys = sink.shape.key_properties if sink.shape else ()

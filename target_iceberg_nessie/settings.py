@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -39,6 +40,12 @@ BRANCH: Final = "branch"
 BRANCH_FROM: Final = "branch_from"
 PUBLISH: Final = "publish"
 NESSIE_TIMEOUT_SECONDS: Final = "nessie_timeout_seconds"
+CONTRACTS: Final = "contracts"
+CONTRACT_MODE: Final = "contract_mode"
+CONTRACT_MODES: Final = ("lenient", "strict")
+CONTRACT_ENFORCEMENT: Final = "contract_enforcement"
+CONTRACT_SCHEMA_EVOLUTION: Final = "contract_schema_evolution"
+TABLE_PROPERTIES: Final = "table_properties"
 PUBLISH_MODES: Final = ("direct", "wap")
 
 # Seconds: a number, or its text (how Meltano passes a setting given by an environment variable).
@@ -68,6 +75,38 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         th.StringType,
         description="When `branch` does not exist, create it from this reference (a branch or tag name); "
         "unset: a missing branch is an error.",
+    ),
+    th.Property(
+        CONTRACTS,
+        th.ArrayType(th.StringType),
+        description="ODCS v3.0.2 contract files, or folders searched for *.yaml, that the streams are "
+        "checked against (a stream matches a schema object's name or physicalName). Relative paths are "
+        "relative to the project. Unset: no contracts.",
+    ),
+    th.Property(
+        CONTRACT_MODE,
+        th.StringType(allowed_values=list(CONTRACT_MODES)),
+        default="lenient",
+        description="strict: a stream without a contract is refused before any of its records land. "
+        "lenient: it is loaded with its Singer schema, and a warning.",
+    ),
+    th.Property(
+        CONTRACT_ENFORCEMENT,
+        th.StringType(allowed_values=["fail", "quarantine", "drop"]),
+        description="Overrides every contract's `enforcement` for this job: fail (the checkpoint is not "
+        "committed, exit 2), quarantine (bad rows go to <table>__rejected, exit 1), drop (counted only).",
+    ),
+    th.Property(
+        CONTRACT_SCHEMA_EVOLUTION,
+        th.StringType(allowed_values=["evolve", "freeze", "discard"]),
+        description="Overrides every contract's `schemaEvolution` for this job (properties the contract "
+        "does not declare: add the column, refuse the stream, or drop the column).",
+    ),
+    th.Property(
+        TABLE_PROPERTIES,
+        th.ObjectType(additional_properties=th.StringType),
+        description="Table properties set on every table this job writes; they win over the ones a "
+        "contract gives (governance.*, finops.*, classification.*, contract.*).",
     ),
     th.Property(
         NESSIE_TIMEOUT_SECONDS,
@@ -210,6 +249,31 @@ def _positive(config: Mapping[str, Any], key: str, default: float) -> float:
     return value
 
 
+def _listed(config: Mapping[str, Any], key: str) -> list[Any]:
+    """A list setting; Meltano may pass one given by an environment variable as JSON text."""
+    value = config.get(key)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.lstrip().startswith("[") else [value]
+        except json.JSONDecodeError:
+            msg = f"setting '{key}' must be a list (JSON array) of paths, got {value!r}"
+            raise ConfigError(msg) from None
+    if not isinstance(value, list):
+        msg = f"setting '{key}' must be a list of paths, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _choice(config: Mapping[str, Any], key: str, choices: Sequence[str], default: str) -> str:
+    value = str(config.get(key) or default)
+    if value not in choices:
+        msg = f"setting '{key}' must be one of {', '.join(choices)}, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
 @dataclass(frozen=True)
 class TargetSettings:
     catalog_type: str
@@ -235,6 +299,11 @@ class TargetSettings:
     branch_from: str | None
     publish: str = "direct"
     nessie_timeout_seconds: float = 30.0
+    contracts: tuple[Path, ...] = ()
+    contract_mode: str = "lenient"
+    contract_enforcement: str | None = None
+    contract_schema_evolution: str | None = None
+    table_properties: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -286,4 +355,12 @@ class TargetSettings:
             branch_from=config.get(BRANCH_FROM) or None,
             publish=publish,
             nessie_timeout_seconds=max(0.1, _positive(config, NESSIE_TIMEOUT_SECONDS, 30.0)),
+            contracts=tuple(
+                p if p.is_absolute() else root / p
+                for p in (Path(str(c)).expanduser() for c in _listed(config, CONTRACTS))
+            ),
+            contract_mode=_choice(config, CONTRACT_MODE, CONTRACT_MODES, "lenient"),
+            contract_enforcement=config.get(CONTRACT_ENFORCEMENT) or None,
+            contract_schema_evolution=config.get(CONTRACT_SCHEMA_EVOLUTION) or None,
+            table_properties={str(k): str(v) for k, v in (config.get(TABLE_PROPERTIES) or {}).items()},
         )

@@ -23,6 +23,7 @@ from pyiceberg.typedef import Identifier
 
 from target_iceberg_nessie import properties as props
 from target_iceberg_nessie.catalogs import CheckpointCatalog, TableChange
+from target_iceberg_nessie.contracts.enforce import REJECTED_SCHEMA, Outcome, StreamContract
 from target_iceberg_nessie.convert import conform_table
 from target_iceberg_nessie.decode import RecordDecoder
 from target_iceberg_nessie.errors import CommitConflictError, SchemaEvolutionError
@@ -55,11 +56,21 @@ class IcebergSink:
     """The Iceberg table of one Singer stream."""
 
     def __init__(
-        self, stream: str, settings: TargetSettings, catalog: CheckpointCatalog, staging: StagingThread
+        self,
+        stream: str,
+        settings: TargetSettings,
+        catalog: CheckpointCatalog,
+        staging: StagingThread,
+        contract: StreamContract | None = None,
     ) -> None:
         self.stream = stream
+        self.contract = contract
+        self.rejects: IcebergSink | None = None  # <table>__rejected, made on the first rejected row
+        self.pending_batch_id = ""  # the batch id the next checkpoint commits under
+        self._outcomes: list[Outcome] = []
+        self.discarded: list[str] = []  # properties the contract's schema policy drops
         self._staging = staging
-        self._pending: list[Future[None]] = []
+        self._pending: list[Future[Any]] = []
         self._writer: DataFileWriter | None = None
         self.settings = settings
         self.catalog = catalog
@@ -89,7 +100,12 @@ class IcebergSink:
         if schema == self._raw_schema and self.shape is not None:
             return
         self.flush()  # records buffered under the previous schema are written with it
-        shape = stream_shape(schema, key_properties)
+        loaded = schema
+        if self.contract is not None:
+            loaded, discarded = self.contract.apply_policy(schema)
+            if discarded:
+                self.discarded = discarded
+        shape = stream_shape(loaded, key_properties)
         self._evolve(shape)
         self.shape = shape
         self._raw_schema = schema
@@ -97,6 +113,7 @@ class IcebergSink:
 
     def _table_properties(self) -> dict[str, str]:
         return {
+            **self._governance_properties(),
             props.TENANT: self.settings.tenant,
             props.STREAM: self.stream,
             props.WRITER: "target-iceberg-nessie",
@@ -109,6 +126,11 @@ class IcebergSink:
             ),
             "format-version": "2",
         }
+
+    def _governance_properties(self) -> dict[str, str]:
+        """The contract's tags as table properties; the job's `table_properties` win."""
+        found = self.contract.contract.table_properties() if self.contract is not None else {}
+        return {**found, **self.settings.table_properties}
 
     def _load(self, shape: StreamShape) -> TableMetadata:
         """Working metadata from the committed table, or a new table's (then the sink is dirty)."""
@@ -134,6 +156,7 @@ class IcebergSink:
         try:
             with tx.update_schema() as update:
                 update.union_by_name(shape.column_schema)
+            self._describe_columns(tx)
         except (ValidationError, ValueError) as error:
             raise SchemaEvolutionError(
                 f"{error}. Only new columns and safe widening (int→long, float→double, wider decimal, "
@@ -142,10 +165,34 @@ class IcebergSink:
                 stream=self.stream,
                 table=self.table_name,
             ) from None
+        wanted = self._governance_properties()
+        if any(working.properties.get(k) != v for k, v in wanted.items()):
+            tx.set_properties(wanted)
         evolved = tx.table_metadata
-        if evolved.current_schema_id != working.current_schema_id:
+        if evolved.current_schema_id != working.current_schema_id or evolved.properties != working.properties:
             self._dirty = True
         self._working = evolved
+
+    def _describe_columns(self, tx: Any) -> None:
+        """Column docs from the contract: description, classification, critical data element."""
+        if self.contract is None:
+            return
+        schema = tx.table_metadata.schema()
+        docs = {}
+        for column in self.contract.contract.columns.values():
+            parts = [column.description or ""]
+            if column.classification:
+                parts.append(f"[classification: {column.classification}]")
+            if column.critical:
+                parts.append("[critical data element]")
+            doc = " ".join(p for p in parts if p).strip()
+            field = schema.find_field(column.path) if column.path in schema._name_to_id else None
+            if doc and field is not None and field.doc != doc:
+                docs[column.path] = doc
+        if docs:
+            with tx.update_schema() as update:
+                for path, doc in docs.items():
+                    update.update_column(path, doc=doc)
 
     def io(self, metadata: TableMetadata) -> FileIO:
         if self._io is None:
@@ -170,14 +217,45 @@ class IcebergSink:
         stream = self.stream
         json_text = decoder.extract_json_text(lines, numbers)  # GIL-bound: here, not on the staging thread
 
-        def stage() -> None:
+        contract = self.contract
+
+        def stage() -> Outcome | None:
             decoded = decoder.decode(lines, numbers, json_text)
             conformed = conform_table(decoded, schema_to_pyarrow(metadata.schema()), stream, numbers)
-            writer.write(conformed, metadata)
+            outcome = None
+            if contract is not None:
+                conformed, outcome = contract.enforce(conformed, lines, numbers)
+            if conformed.num_rows:
+                writer.write(conformed, metadata)
+            return outcome
 
         self._pending.append(self._staging.submit(stage))
         self.tally.records_read += len(lines)
         self._dirty = True
+
+    def _settle_outcomes(self) -> None:
+        """The checkpoint's contract results: counted, and rejected rows staged in the rejects table."""
+        if self.contract is None:
+            return
+        outcomes, self._outcomes = self._outcomes, []
+        rejected: list[bytes] = []
+        for outcome in outcomes:
+            self.contract.report.add(outcome.counts, outcome.samples)
+            self.contract.report.dropped += outcome.dropped
+            self.contract.report.quarantined += len(outcome.rejected)
+            rejected.extend(self.contract.rejected_lines(outcome, self.pending_batch_id))
+        self.contract.reset_checkpoint()
+        if not rejected:
+            return
+        if self.rejects is None:
+            self.rejects = IcebergSink(
+                self.contract.rejected_stream, self.settings, self.catalog, self._staging
+            )
+            self.rejects.set_schema(REJECTED_SCHEMA, None)
+        self.rejects.lines.extend(rejected)
+        self.rejects.numbers.extend(range(1, len(rejected) + 1))
+        self.rejects.flush()
+        self.rejects.seal()
 
     def _file_writer(self, metadata: TableMetadata) -> DataFileWriter:
         if self._writer is None:
@@ -197,7 +275,10 @@ class IcebergSink:
             self._pending.append(self._staging.submit(writer.close))
         pending, self._pending = self._pending, []
         for future in pending:
-            future.result()  # in order; the first failure raises (its batch never commits)
+            outcome = future.result()  # in order; the first failure raises (its batch never commits)
+            if isinstance(outcome, Outcome):
+                self._outcomes.append(outcome)
+        self._settle_outcomes()
         if self._writer is not None:
             for staged in self._writer.written:
                 self._staged.files.append(staged.data_file)
@@ -207,6 +288,11 @@ class IcebergSink:
             self._writer.open_paths.clear()
 
     # -- checkpoint --------------------------------------------------------------------------
+
+    @property
+    def family(self) -> list[IcebergSink]:
+        """This sink and the sinks it feeds (its rejects table), committed in the same checkpoint."""
+        return [self] if self.rejects is None else [self, self.rejects]
 
     @property
     def has_changes(self) -> bool:
@@ -296,3 +382,8 @@ class IcebergSink:
                 (self._io or load_file_io({}, path)).delete(path)
         self._staged = _Staged()
         self.lines, self.numbers, self.buffered_bytes = [], [], 0
+        self._outcomes = []
+        if self.contract is not None:
+            self.contract.reset_checkpoint()
+        if self.rejects is not None:
+            self.rejects.discard()

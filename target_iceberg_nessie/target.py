@@ -21,8 +21,16 @@ from singer_sdk import Target
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from target_iceberg_nessie.catalogs import CheckpointCatalog, open_catalog
+from target_iceberg_nessie.contracts import ContractError, ContractSet
+from target_iceberg_nessie.contracts.enforce import StreamContract
 from target_iceberg_nessie.coordinator import CommitCoordinator
-from target_iceberg_nessie.errors import BadInputError, FatalError, TargetError
+from target_iceberg_nessie.errors import (
+    BadInputError,
+    ContractViolation,
+    FatalError,
+    RowsQuarantined,
+    TargetError,
+)
 from target_iceberg_nessie.publish import WapPublisher
 from target_iceberg_nessie.reader import SingerLineRouter
 from target_iceberg_nessie.settings import CONFIG_SCHEMA, TargetSettings
@@ -58,6 +66,7 @@ class TargetIcebergNessie(Target):
         kwargs.setdefault("setup_mapper", False)  # stream maps would put Python back on every record
         super().__init__(**kwargs)
         self.settings = TargetSettings.from_config(self.config)
+        self.contracts = ContractSet.load(self.settings.contracts) if self.settings.contracts else None
         self._catalog: CheckpointCatalog | None = None
         self._coordinator: CommitCoordinator | None = None
         self._publisher: WapPublisher | None = None
@@ -195,9 +204,42 @@ class TargetIcebergNessie(Target):
             raise BadInputError("'key_properties' must be a list of names", line=number, stream=stream)
         sink = self.sinks.get(stream)
         if sink is None:
-            sink = self.sink_class(stream, self.settings, self.catalog, self._staging)
+            sink = self.sink_class(
+                stream, self.settings, self.catalog, self._staging, self._contract_for(stream)
+            )
             self.sinks[stream] = sink
         sink.set_schema(schema, keys)
+        if sink.discarded:
+            self._warn_once(
+                f"discarded:{stream}",
+                f"stream '{stream}': properties {sink.discarded} are not in its contract and are not loaded "
+                "(schemaEvolution discard)",
+                number,
+            )
+
+    def _contract_for(self, stream: str) -> StreamContract | None:
+        found = self.contracts.for_stream(stream) if self.contracts is not None else None
+        if found is None:
+            if self.settings.contract_mode == "strict":
+                paths = ", ".join(str(p) for p in self.settings.contracts) or "(no `contracts` configured)"
+                msg = (
+                    f"stream '{stream}' has no data contract in {paths}, and contract_mode is strict: "
+                    f"add one (a schema object named '{stream}'), deselect the stream, or set "
+                    "contract_mode lenient"
+                )
+                raise ContractError(msg)
+            if self.contracts is not None:
+                self._warn_once(
+                    f"nocontract:{stream}",
+                    f"stream '{stream}' has no data contract; loaded as the tap describes it",
+                )
+            return None
+        return StreamContract(
+            stream,
+            found,
+            level=self.settings.contract_enforcement or found.enforcement,
+            evolution=self.settings.contract_schema_evolution or found.schema_evolution,
+        )
 
     def _on_state(self, message: Mapping[str, Any], number: int) -> None:
         if "value" not in message:
@@ -235,6 +277,7 @@ class TargetIcebergNessie(Target):
 
     def process_endofpipe(self) -> None:
         try:
+            self._check_run_rules()
             self._checkpoint("end of input")
             if self._publisher is not None or self.settings.publish == "wap":
                 self._publish()
@@ -244,6 +287,29 @@ class TargetIcebergNessie(Target):
         finally:
             self.close()
         self._log_summary()
+        quarantined = {
+            sink.rejects.table_name: sink.contract.report.quarantined
+            for sink in self.sinks.values()
+            if sink.contract is not None and sink.rejects is not None and sink.contract.report.quarantined
+        }
+        if quarantined:
+            listed = ", ".join(f"{n} in {table}" for table, n in quarantined.items())
+            msg = f"rows that broke their data contracts were quarantined ({listed}); the rest committed"
+            raise RowsQuarantined(msg)
+
+    def _check_run_rules(self) -> None:
+        """Run-level contract rules (rowCount) on what each stream received, before the last commit."""
+        for sink in self.sinks.values():
+            if sink.contract is None:
+                continue
+            failures = sink.contract.run_level_failures(sink.tally.records_read + len(sink.lines))
+            sink.contract.report.run_level.extend(failures)
+            if failures and sink.contract.level == "fail":
+                ref = sink.contract.contract.ref
+                msg = f"stream '{sink.stream}' breaks contract {ref}: {'; '.join(failures)}"
+                raise ContractViolation(msg)
+            for failure in failures:
+                self.logger.warning("stream '%s': %s", sink.stream, failure)
 
     def _publish(self) -> None:
         """Write-audit-publish: audit the run branch, merge it, then release the final state."""
@@ -295,6 +361,11 @@ class TargetIcebergNessie(Target):
                     "files": sink.tally.files_committed,
                     "bytes": sink.tally.bytes_committed,
                     "snapshots": sink.tally.snapshot_ids[-1:] and sink.tally.snapshot_ids,
+                    **(
+                        {"contract": sink.contract.contract.ref, "violations": sink.contract.report.to_json()}
+                        if sink.contract is not None
+                        else {}
+                    ),
                 }
                 for sink in self.sinks.values()
             },
@@ -316,6 +387,9 @@ class TargetIcebergNessie(Target):
     ) -> None:
         try:
             super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
+        except RowsQuarantined as partial:
+            cls.logger.warning("%s", partial)
+            sys.exit(partial.exit_code)
         except TargetError as error:
             cls.logger.error("%s: %s", type(error).__name__, error)
             sys.exit(error.exit_code)

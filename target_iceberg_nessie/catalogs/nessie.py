@@ -270,6 +270,9 @@ class NessieCatalog(CheckpointCatalog):
             props.SUMMARY: json.dumps(dict(checkpoint.summary)),
             props.COMMITTED_AT: now,
         }
+        contracts = {t: s["contract"] for t, s in checkpoint.summary.items() if "contract" in s}
+        if contracts:
+            properties[props.CONTRACTS] = json.dumps(contracts)
         if checkpoint.state_location is not None:
             properties[props.SINGER_STATE_LOCATION] = checkpoint.state_location
         elif checkpoint.state is not None:
