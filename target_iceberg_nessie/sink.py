@@ -137,8 +137,13 @@ class IcebergSink:
         self._base = self.catalog.load_table(self.identifier)
         if self._base is None:
             self._dirty = True
+            contract = self.contract.contract if self.contract is not None else None
             return self.catalog.new_table_metadata(
-                self.identifier, shape.column_schema, self._table_properties()
+                self.identifier,
+                shape.column_schema,
+                self._table_properties(),
+                partition_by=contract.partition_fields if contract is not None else (),
+                sort_by=contract.primary_key if contract is not None else (),
             )
         return self._base.metadata
 

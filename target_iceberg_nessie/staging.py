@@ -9,17 +9,20 @@ stream's work before committing, and any error surfaces there, before anything i
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.io import FileIO
 from pyiceberg.io.fileformat import FileFormatFactory, FileFormatWriter
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
@@ -62,78 +65,123 @@ class StagedFile:
     field_ids: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _OpenFile:
+    writer: FileFormatWriter
+    path: str
+    output_len: Callable[[], int]
+    metadata: TableMetadata
+    partition: Record
+    rows: int = 0
+
+
+def split_partitions(
+    spec: PartitionSpec, schema: Schema, table: pa.Table
+) -> Iterator[tuple[tuple[Any, ...], PartitionKey, pa.Table]]:
+    """The batch's rows per partition of `spec`: (key, partition record, rows). The transforms are
+    Iceberg's own (pyiceberg, pyiceberg-core), so the values match what readers prune by."""
+    names = []
+    for n, partition_field in enumerate(spec.fields):
+        source = schema.find_field(partition_field.source_id)
+        column = schema.find_column_name(partition_field.source_id)
+        assert column is not None
+        transform = partition_field.transform.pyarrow_transform(source.field_type)
+        table = table.append_column(f"__partition_{n}", transform(table.column(column)))
+        names.append(f"__partition_{n}")
+    for values in table.select(names).group_by(names, use_threads=False).aggregate([]).to_pylist():
+        conditions = [
+            pc.is_null(table.column(name))
+            if values[name] is None
+            else pc.equal(table.column(name), values[name])
+            for name in names
+        ]
+        rows = table.filter(functools.reduce(pc.and_, conditions)).drop_columns(names)
+        key = PartitionKey(
+            field_values=[
+                PartitionFieldValue(field=f, value=values[name])
+                for f, name in zip(spec.fields, names, strict=True)
+            ],
+            partition_spec=spec,
+            schema=schema,
+        )
+        yield tuple(values[name] for name in names), key, rows
+
+
 class DataFileWriter:
-    """One table's open staged file. Used only on the staging thread."""
+    """One table's open staged files: one per partition (one in all for an unpartitioned table).
+    Used only on the staging thread."""
 
     def __init__(self, run_id: str, io: FileIO) -> None:
         self._run_id = run_id
         self._io = io
         self._seq = 0
-        self._writer: FileFormatWriter | None = None
-        self._output_len: Callable[[], int] | None = None
-        self._path = ""
-        self._metadata: TableMetadata | None = None
-        self._rows = 0
+        self._open_files: dict[tuple[Any, ...], _OpenFile] = {}
         self.written: list[StagedFile] = []  # closed files, in order
         self.open_paths: list[str] = []  # files begun (closed or not), for cleanup
 
     def write(self, table: pa.Table, metadata: TableMetadata) -> None:
-        if self._writer is not None and (
-            self._metadata is None
-            or self._metadata.current_schema_id != metadata.current_schema_id
-            or self._rows >= _ROLL_AFTER_ROWS
-        ):
+        if any(f.metadata.current_schema_id != metadata.current_schema_id for f in self._open_files.values()):
             self.close()
-        if self._writer is None:
-            self._open(metadata)
-        assert self._writer is not None
-        self._writer.write(table)
-        self._rows += table.num_rows
+        spec = metadata.spec()
+        if spec.is_unpartitioned():
+            parts: Iterable[tuple[tuple[Any, ...], PartitionKey | None, pa.Table]] = [((), None, table)]
+        else:
+            parts = split_partitions(spec, metadata.schema(), table)
+        for key, partition, rows in parts:
+            open_file = self._open_files.get(key)
+            if open_file is not None and open_file.rows >= _ROLL_AFTER_ROWS:
+                self._close(key)
+                open_file = None
+            if open_file is None:
+                open_file = self._open(metadata, key, partition)
+            open_file.writer.write(rows)
+            open_file.rows += rows.num_rows
 
-    def _open(self, metadata: TableMetadata) -> None:
+    def _open(
+        self, metadata: TableMetadata, key: tuple[Any, ...], partition: PartitionKey | None
+    ) -> _OpenFile:
         self._seq += 1
         name = f"{self._run_id}-{self._seq:05d}-{uuid.uuid4().hex[:12]}.parquet"
         properties = dict(metadata.properties)
-        self._path = load_location_provider(metadata.location, properties).new_data_location(name)
-        output = self._io.new_output(self._path)
-        self._writer = FileFormatFactory.get(FileFormat.PARQUET).create_writer(
+        provider = load_location_provider(metadata.location, properties)
+        path = provider.new_data_location(name, partition)
+        output = self._io.new_output(path)
+        writer = FileFormatFactory.get(FileFormat.PARQUET).create_writer(
             output, metadata.schema(), properties
         )
-        self._output_len = output.__len__
-        self._metadata = metadata
-        self._rows = 0
-        self.open_paths.append(self._path)
+        record = partition.partition if partition is not None else Record()
+        opened = _OpenFile(writer, path, output.__len__, metadata, record)
+        self._open_files[key] = opened
+        self.open_paths.append(path)
+        return opened
 
     def close(self) -> None:
-        """Finish the open file (if any) and record it as staged."""
-        if self._writer is None:
-            return
-        assert self._metadata is not None
-        assert self._output_len is not None
-        with self._writer:
+        """Finish the open files (if any) and record them as staged."""
+        for key in list(self._open_files):
+            self._close(key)
+
+    def _close(self, key: tuple[Any, ...]) -> None:
+        opened = self._open_files.pop(key)
+        with opened.writer:
             pass
-        statistics = self._writer.result()
-        metadata = self._metadata
+        statistics = opened.writer.result()
+        metadata = opened.metadata
         data_file = DataFile.from_args(
             content=DataFileContent.DATA,
-            file_path=self._path,
+            file_path=opened.path,
             file_format=FileFormat.PARQUET,
-            partition=Record(),
-            file_size_in_bytes=self._output_len(),
+            partition=opened.partition,
+            file_size_in_bytes=opened.output_len(),
             sort_order_id=None,
             spec_id=metadata.default_spec_id,
             equality_ids=None,
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
-        self.written.append(StagedFile(data_file, self._rows, field_ids(metadata.schema())))
-        self._writer = None
-        self._metadata = None
+        self.written.append(StagedFile(data_file, opened.rows, field_ids(metadata.schema())))
 
     def abandon(self) -> None:
         """Close without recording; the caller deletes `open_paths`."""
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._writer = None
+        opened, self._open_files = list(self._open_files.values()), {}
+        for item in opened:
+            item.writer.close()

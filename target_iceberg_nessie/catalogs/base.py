@@ -17,15 +17,18 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.io import load_file_io
 from pyiceberg.io.pyarrow import pyarrow_to_schema
-from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.serializers import ToOutputFile
 from pyiceberg.table import Table
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata, new_table_metadata
 from pyiceberg.table.snapshots import MetadataLogEntry
-from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
+from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortField, SortOrder
+from pyiceberg.transforms import IdentityTransform, parse_transform
 from pyiceberg.typedef import Identifier
+
+from target_iceberg_nessie.errors import ConfigError
 
 _FIELD_ID = b"PARQUET:field_id"
 _METADATA_LOG_MAX = 100
@@ -50,6 +53,38 @@ def arrow_to_iceberg_schema(schema: pa.Schema) -> Schema:
     """An Iceberg schema for Arrow columns; ids are placeholders (new table metadata reassigns them)."""
     next_id = [0]
     return pyarrow_to_schema(pa.schema([_field_with_id(f, next_id) for f in schema]))
+
+
+def partition_spec(
+    schema: Schema, fields: Sequence[tuple[str, str]], identifier: Identifier
+) -> PartitionSpec:
+    if not fields:
+        return UNPARTITIONED_PARTITION_SPEC
+    partition_fields = []
+    for n, (column, name) in enumerate(fields):
+        source = schema.find_field(column) if column in schema._name_to_id else None
+        table = ".".join(identifier)
+        if source is None:
+            msg = f"table {table}: partition column {column!r} is not a column of the table"
+            raise ConfigError(msg)
+        transform = parse_transform(name)
+        if not transform.can_transform(source.field_type):
+            msg = f"table {table}: cannot partition {column!r} ({source.field_type}) by {name}"
+            raise ConfigError(msg)
+        label = column if name == "identity" else f"{column}_{name.split('[')[0]}"
+        partition_fields.append(
+            PartitionField(source_id=source.field_id, field_id=1000 + n, transform=transform, name=label)
+        )
+    return PartitionSpec(*partition_fields)
+
+
+def sort_order(schema: Schema, columns: Sequence[str]) -> SortOrder:
+    present = [c for c in columns if c in schema._name_to_id]
+    if not present:
+        return UNSORTED_SORT_ORDER
+    return SortOrder(
+        *(SortField(source_id=schema.find_field(c).field_id, transform=IdentityTransform()) for c in present)
+    )
 
 
 @dataclass(frozen=True)
@@ -114,13 +149,22 @@ class CheckpointCatalog(abc.ABC):
         """The committed table, or None if it does not exist."""
 
     def new_table_metadata(
-        self, identifier: Identifier, schema: pa.Schema, properties: Mapping[str, str]
+        self,
+        identifier: Identifier,
+        schema: pa.Schema,
+        properties: Mapping[str, str],
+        partition_by: Sequence[tuple[str, str]] = (),
+        sort_by: Sequence[str] = (),
     ) -> TableMetadata:
-        """Metadata of a table that becomes visible only when its checkpoint commits."""
+        """Metadata of a table that becomes visible only when its checkpoint commits.
+
+        `partition_by`: (column, transform) pairs, e.g. ("created", "day"), ("id", "bucket[16]");
+        `sort_by`: columns of the table's sort order (ascending)."""
+        iceberg = arrow_to_iceberg_schema(schema)
         return new_table_metadata(
-            schema=arrow_to_iceberg_schema(schema),
-            partition_spec=UNPARTITIONED_PARTITION_SPEC,
-            sort_order=UNSORTED_SORT_ORDER,
+            schema=iceberg,
+            partition_spec=partition_spec(iceberg, partition_by, identifier),
+            sort_order=sort_order(iceberg, sort_by),
             location="/".join([self.warehouse, *identifier]),
             properties=dict(properties),
         )

@@ -196,6 +196,8 @@ class ColumnRule:
     quality: tuple[QualityRule, ...] = ()
     children: tuple[ColumnRule, ...] = ()  # nested `properties` of an object
     items: ColumnRule | None = None  # `items` of an array
+    partition_position: int | None = None  # `partitioned` + `partitionKeyPosition`
+    partition_transform: str = "identity"  # extension `partitionTransform`
 
     @property
     def name(self) -> str:
@@ -226,6 +228,13 @@ class ObjectContract:
     @property
     def ref(self) -> str:
         return f"{self.contract_id}@{self.version}"
+
+    @property
+    def partition_fields(self) -> tuple[tuple[str, str], ...]:
+        """(column, Iceberg transform) of the partitioned properties, in partitionKeyPosition order."""
+        keyed = [c for c in self.columns.values() if c.partition_position is not None]
+        ordered = sorted(keyed, key=lambda c: c.partition_position or 0)
+        return tuple((c.path, c.partition_transform) for c in ordered)
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -342,6 +351,13 @@ def _column(prop: Mapping[str, Any], prefix: str, where: str, file: str) -> Colu
     )
     items = prop.get("items")
     position = prop.get("primaryKeyPosition") if prop.get("primaryKey") else None
+    partition = prop.get("partitionKeyPosition")
+    partition_position = (
+        (partition if isinstance(partition, int) and partition > 0 else 1_000)
+        if prop.get("partitioned")
+        else None
+    )
+    transform = _custom(prop.get("customProperties")).get("partitionTransform") or "identity"
     return ColumnRule(
         path=path,
         logical_type=prop.get("logicalType"),
@@ -359,6 +375,8 @@ def _column(prop: Mapping[str, Any], prefix: str, where: str, file: str) -> Colu
         items=_column({**items, "name": "[]"}, f"{path}", f"{where}.items", file)
         if isinstance(items, Mapping)
         else None,
+        partition_position=partition_position if not prefix else None,
+        partition_transform=str(transform),
     )
 
 

@@ -281,3 +281,44 @@ def test_the_nessie_commit_names_the_contract_ids_and_versions(nessie: NessieSer
     assert json.loads(entry.properties["ingest.contracts"]) == {
         "acme.raw.orders": "urn:contract:test:orders@1.0.0"
     }
+
+
+def test_new_tables_are_partitioned_and_sorted_as_the_contract_says(lake: Lake, tmp_path: Path) -> None:
+    document = yaml.safe_load(CONTRACT.read_text())
+    props = document["schema"][0]["properties"]
+    props.append(
+        {
+            "name": "created",
+            "logicalType": "date",
+            "partitioned": True,
+            "partitionKeyPosition": 1,
+            "customProperties": [{"property": "partitionTransform", "value": "day"}],
+        }
+    )
+    status = next(p for p in props if p["name"] == "status")
+    status.update(partitioned=True, partitionKeyPosition=2)  # identity
+    contract = tmp_path / "orders.yaml"
+    contract.write_text(yaml.safe_dump(document), encoding="utf-8")
+    schema = json.loads(json.dumps(SCHEMA))
+    schema["schema"]["properties"]["created"] = {"type": ["string", "null"], "format": "date-time"}
+    days = ["2024-05-01T10:00:00Z", "2024-05-01T23:59:59Z", "2024-05-02T00:00:00Z"]
+    records = [
+        {"id": n, **GOOD, "status": status_, "created": day}
+        for n, (day, status_) in enumerate([(d, s) for d in days for s in ("open", "paid")], start=1)
+    ]
+    assert run_target(lake.config(contracts=[str(contract)]), good_lines(schema, *records)).error is None
+    with lake.catalog() as catalog:
+        table = catalog.load_table(("acme", "raw", "orders"))
+    assert [(f.name, str(f.transform)) for f in table.spec().fields] == [
+        ("created_day", "day"),
+        ("status", "identity"),
+    ]
+    assert [table.schema().find_column_name(f.source_id) for f in table.sort_order().fields] == ["id"]
+    files = list(table.scan().plan_files())
+    partitions = sorted((t.file.partition[0], t.file.partition[1], t.file.record_count) for t in files)
+    assert len(partitions) == 4, "one file per (day, status) in the checkpoint"
+    assert sum(count for *_, count in partitions) == 6
+    assert all("/created_day=2024-05-0" in t.file.file_path for t in files), "Hive-style partition folders"
+    pruned = list(table.scan(row_filter="status = 'open'").plan_files())
+    assert len(pruned) == 2, "readers prune by the partition"
+    assert ids(read_duckdb(lake, "acme.raw.orders")) == list(range(1, 7))
