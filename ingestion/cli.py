@@ -19,6 +19,7 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
+from ingestion.contracts_cli import contracts_group
 from ingestion.errors import LakeNotFoundError, PlatformError
 from ingestion.paths import (
     CATALOG_NAME,
@@ -481,6 +482,9 @@ def _rollback_note(plan: RollbackPlan) -> None:
             f"(`ingest state show {pipeline} --ref {plan.branch.name}`); Meltano's saved state and the "
             "state store still hold the undone bookmarks: set them back before its next run"
         )
+
+
+cli.add_command(contracts_group)
 
 
 @cli.command("version")
