@@ -50,8 +50,8 @@ def _types_of(schema: Mapping[str, Any]) -> tuple[list[str], Mapping[str, Any]]:
         if len(options) == 1:
             types, inner = _types_of(options[0])
             return types, inner
-        merged = [t for option in options for t in _types_of(option)[0]]
-        return merged or ["__untypeable__"], schema
+        merged = list(dict.fromkeys(t for option in options for t in _types_of(option)[0]))
+        return merged or ["__untypeable__"], schema  # alternatives of one type (e.g. string formats): plain
     declared = schema.get("type")
     if declared is None:
         return ["__untypeable__"], schema
@@ -112,7 +112,7 @@ def column_type(schema: Mapping[str, Any]) -> ColumnType:  # noqa: PLR0911, PLR0
             return _json_text()
         item = column_type(items)
         return ColumnType(
-            read=pa.list_(item.read),
+            read=pa.list_(_read_field("item", item)),
             column=pa.list_(item.column),
             nested_json_text=item.json_text or item.nested_json_text,
         )
@@ -125,9 +125,15 @@ def _struct_type(properties: Mapping[str, Any]) -> ColumnType:
     for name, prop in properties.items():
         child = column_type(prop if isinstance(prop, Mapping) else {})
         nested = nested or child.json_text or child.nested_json_text
-        read_fields.append(pa.field(name, child.read))
+        read_fields.append(_read_field(name, child))
         column_fields.append(_column_field(name, child))
     return ColumnType(read=pa.struct(read_fields), column=pa.struct(column_fields), nested_json_text=nested)
+
+
+def _read_field(name: str, col: ColumnType) -> pa.Field:
+    """A nested read field; untypeable ones carry the JSON-text mark the Python decode path reads."""
+    metadata = {JSON_TEXT_KEY: b"1"} if col.json_text else None
+    return pa.field(name, col.read, nullable=True, metadata=metadata)
 
 
 def _column_field(name: str, col: ColumnType) -> pa.Field:

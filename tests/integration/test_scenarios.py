@@ -130,3 +130,26 @@ def test_a_dropped_table_is_gone_and_the_next_run_creates_it_again(lake: Lake, s
         assert ("acme", "raw", "ticks") not in reader.list_tables(("acme", "raw"))
     assert run_target(lake.config(run_id="run-2"), text).error is None
     assert len(read_pyiceberg(lake, "acme.raw.ticks")) == 22, "a new table, with only the new run's rows"
+
+
+def test_lists_of_objects_holding_untyped_objects_load(lake: Lake) -> None:
+    """tap-stripe's charges.refunds: a list of objects whose `metadata` declares no properties."""
+    item = {
+        "type": ["null", "object"],
+        "properties": {"id": {"type": "string"}, "metadata": {"type": "object"}},
+    }
+    schema = {"properties": {"id": {"type": "string"}, "refunds": {"type": ["null", "array"], "items": item}}}
+    lines = [
+        {"type": "SCHEMA", "stream": "charges", "key_properties": ["id"], "schema": schema},
+        {
+            "type": "RECORD",
+            "stream": "charges",
+            "record": {"id": "ch_1", "refunds": [{"id": "re_1", "metadata": {"a": "b"}}]},
+        },
+        {"type": "RECORD", "stream": "charges", "record": {"id": "ch_2", "refunds": []}},
+        {"type": "STATE", "value": {"n": 1}},
+    ]
+    result = run_target(lake.config(), "".join(json.dumps(line) + "\n" for line in lines))
+    assert result.error is None, result.error
+    rows = {r["id"]: r["refunds"] for r in read_duckdb(lake, "acme.raw.charges")}
+    assert rows == {"ch_1": [{"id": "re_1", "metadata": '{"a":"b"}'}], "ch_2": []}

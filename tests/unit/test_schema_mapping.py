@@ -99,3 +99,24 @@ def test_a_name_without_letters_is_an_error_that_says_what_to_do() -> None:
 
 def test_table_identifier_is_tenant_namespace_table() -> None:
     assert table_identifier("Acme", "raw", "Page-Views") == ("acme", "raw", "page_views")
+
+
+def test_alternatives_of_one_type_are_that_type_not_json_text() -> None:
+    # tap-google-sheets declares date cells as anyOf a date-time string and a plain string.
+    col = column_type(
+        {"anyOf": [{"type": ["null", "string"], "format": "date-time"}, {"type": ["null", "string"]}]}
+    )
+    assert col.column == pa.string()
+    assert not col.json_text
+
+
+def test_untyped_objects_inside_lists_of_objects_are_marked_as_json_text_for_the_decoder() -> None:
+    # tap-stripe: charges.refunds[].metadata is an object without declared properties.
+    items = {
+        "type": ["null", "object"],
+        "properties": {"id": {"type": "string"}, "metadata": {"type": "object"}},
+    }
+    col = column_type({"type": ["null", "array"], "items": items})
+    assert col.nested_json_text
+    metadata_field = col.read.value_type.field("metadata")
+    assert metadata_field.metadata == {JSON_TEXT_KEY: b"1"}
