@@ -128,9 +128,7 @@ class BatchChecker:
                 continue
             column = table.column(rule.path).combine_chunks()
             self._check_column(found, rule, column, present=None)
-            for quality in rule.quality:
-                self._check_quality(found, quality, column)
-        if self.primary_key:
+        if self.primary_key and self.contract.key_unique:
             self._check_primary_key(found, table)
         return found
 
@@ -142,6 +140,8 @@ class BatchChecker:
         if rule.required or rule.primary_key_position is not None:
             missing = nulls if present is None else pc.and_(present, nulls)
             found.add(f"{rule.path}: required", _offending(missing))
+        for quality in rule.quality:
+            self._check_quality(found, quality, column)
         if column.null_count == len(column):
             return
         for check, mask in self._value_checks(rule, column):

@@ -51,6 +51,29 @@ class ContractError(ConfigError):
         self.issues = list(issues)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (safe_load keeps the last silently)."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 @cache
 def odcs_schema() -> dict[str, Any]:
     """The official ODCS v3.0.2 JSON Schema, as the open-data-contract-standard package ships it."""
@@ -94,13 +117,32 @@ def validate_document(document: Any, file: str) -> list[ContractIssue]:
     """Every problem of `document` against ODCS v3.0.2 and the platform's extensions."""
     if not isinstance(document, Mapping):
         return [ContractIssue(file, "", "a contract is a YAML mapping (an ODCS document)")]
-    issues = []
+    errors: list[ValidationError] = []
     for schema in (odcs_schema(), extension_schema()):
         validator = Draft201909Validator(schema)
-        for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))):
-            issues.append(ContractIssue(file, _path(error), _describe(error, document)))
+        errors.extend(sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))))
+    issues = [ContractIssue(file, _path(e), _describe(e, document)) for e in errors if not _echo(e, errors)]
     issues.extend(_semantic_issues(document, file))
+    if not issues:
+        try:
+            compile_contract(document, file)
+        except ContractError as error:
+            issues.extend(error.issues or [ContractIssue(file, "", str(error))])
     return list(dict.fromkeys(issues))
+
+
+def _echo(error: ValidationError, errors: Sequence[ValidationError]) -> bool:
+    """An "unevaluated properties" error on an element that has a real error inside it: ODCS's
+    `unevaluatedProperties: false` repeats every child failure as one about the parent."""
+    if error.validator != "unevaluatedProperties":
+        return False
+    path = list(error.absolute_path)
+    return any(
+        other is not error
+        and list(other.absolute_path)[: len(path)] == path
+        and other.validator != "unevaluatedProperties"
+        for other in errors
+    )
 
 
 def _semantic_issues(document: Mapping[str, Any], file: str) -> list[ContractIssue]:
@@ -223,6 +265,7 @@ class ObjectContract:
     source_type: str | None = None
     source_object: str | None = None
     violation_samples: int = DEFAULT_SAMPLES
+    key_unique: bool = True  # extension keyUniqueness: checkpoint (True) or none
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -316,7 +359,9 @@ _THRESHOLDS: Final = (
 )
 
 
-def _quality(entries: Any, column: str | None, where: str, file: str) -> tuple[QualityRule, ...]:
+def _quality(
+    entries: Any, column: str | None, where: str, file: str, problems: list[ContractIssue]
+) -> tuple[QualityRule, ...]:
     rules = []
     for n, entry in enumerate(entries or []):
         if not isinstance(entry, Mapping) or entry.get("type", "library") != "library":
@@ -325,10 +370,12 @@ def _quality(entries: Any, column: str | None, where: str, file: str) -> tuple[Q
         supported = ROW_RULES + RUN_RULES
         if rule not in supported:
             msg = f"quality rule {rule!r} is not one the target evaluates ({', '.join(supported)})"
-            raise ContractError(msg, [ContractIssue(file, f"{where}.quality[{n}]", msg)])
+            problems.append(ContractIssue(file, f"{where}.quality[{n}]", msg))
+            continue
         if rule == "validValues" and not isinstance(entry.get("validValues"), list):
             msg = "a validValues rule needs the list `validValues`"
-            raise ContractError(msg, [ContractIssue(file, f"{where}.quality[{n}]", msg)])
+            problems.append(ContractIssue(file, f"{where}.quality[{n}]", msg))
+            continue
         rules.append(
             QualityRule(
                 rule=rule,
@@ -342,10 +389,12 @@ def _quality(entries: Any, column: str | None, where: str, file: str) -> tuple[Q
     return tuple(rules)
 
 
-def _column(prop: Mapping[str, Any], prefix: str, where: str, file: str) -> ColumnRule:
+def _column(
+    prop: Mapping[str, Any], prefix: str, where: str, file: str, problems: list[ContractIssue]
+) -> ColumnRule:
     path = f"{prefix}{prop['name']}"
     children = tuple(
-        _column(child, f"{path}.", f"{where}.properties[{i}]", file)
+        _column(child, f"{path}.", f"{where}.properties[{i}]", file, problems)
         for i, child in enumerate(prop.get("properties") or [])
         if isinstance(child, Mapping)
     )
@@ -370,9 +419,9 @@ def _column(prop: Mapping[str, Any], prefix: str, where: str, file: str) -> Colu
         critical=bool(prop.get("criticalDataElement")),
         description=prop.get("description"),
         options=dict(prop.get("logicalTypeOptions") or {}),
-        quality=_quality(prop.get("quality"), path, where, file),
+        quality=_quality(prop.get("quality"), path, where, file, problems),
         children=children,
-        items=_column({**items, "name": "[]"}, f"{path}", f"{where}.items", file)
+        items=_column({**items, "name": "[]"}, f"{path}", f"{where}.items", file, problems)
         if isinstance(items, Mapping)
         else None,
         partition_position=partition_position if not prefix else None,
@@ -381,13 +430,23 @@ def _column(prop: Mapping[str, Any], prefix: str, where: str, file: str) -> Colu
 
 
 def compile_contract(document: Mapping[str, Any], file: str) -> list[ObjectContract]:
+    """The document's schema objects as rules; ContractError lists every rule it cannot evaluate."""
+    problems: list[ContractIssue] = []
+    objects = _compile(document, file, problems)
+    if problems:
+        msg = f"contract {file} has rules the target cannot evaluate"
+        raise ContractError(msg, problems)
+    return objects
+
+
+def _compile(document: Mapping[str, Any], file: str, problems: list[ContractIssue]) -> list[ObjectContract]:
     custom = _custom(document.get("customProperties"))
     source = custom.get("source") or {}
     objects = []
     for i, obj in enumerate(document.get("schema") or []):
         where = f"schema[{i}]"
         columns = {
-            prop["name"]: _column(prop, "", f"{where}.properties[{j}]", file)
+            prop["name"]: _column(prop, "", f"{where}.properties[{j}]", file, problems)
             for j, prop in enumerate(obj.get("properties") or [])
         }
         objects.append(
@@ -400,13 +459,14 @@ def compile_contract(document: Mapping[str, Any], file: str) -> list[ObjectContr
                 name=str(obj["name"]),
                 physical_name=obj.get("physicalName"),
                 columns=columns,
-                quality=_quality(obj.get("quality"), None, where, file),
+                quality=_quality(obj.get("quality"), None, where, file, problems),
                 enforcement=str(custom.get("enforcement") or "fail"),
                 schema_evolution=str(custom.get("schemaEvolution") or "evolve"),
                 write_mode=str(custom.get("writeMode") or "append"),
                 source_type=source.get("type"),
                 source_object=source.get("object"),
                 violation_samples=int(custom.get("violationSamples") or DEFAULT_SAMPLES),
+                key_unique=custom.get("keyUniqueness", "checkpoint") != "none",
                 document=document,
             )
         )
@@ -417,7 +477,7 @@ def read_contract(path: Path) -> list[ObjectContract]:
     """Load, validate and compile one contract file; ContractError lists every problem."""
     file = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as error:
         msg = f"contract {file} cannot be read: {error.strerror}"
         raise ContractError(msg) from None

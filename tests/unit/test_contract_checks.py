@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from target_iceberg_nessie.contracts.checks import BatchChecker
-from target_iceberg_nessie.contracts.model import ContractError, compile_contract
+from target_iceberg_nessie.contracts.model import (
+    ContractError,
+    compile_contract,
+    read_contract,
+    validate_document,
+)
 
 BASE: dict[str, Any] = {
     "apiVersion": "v3.0.2",
@@ -139,3 +145,63 @@ def test_an_unsupported_quality_rule_names_where_it_is() -> None:
         checker(
             [{"name": "n", "logicalType": "integer", "quality": [{"type": "library", "rule": "freshness"}]}]
         )
+
+
+def test_key_uniqueness_none_allows_versions_of_a_row_but_not_missing_keys() -> None:
+    document = {
+        **BASE,
+        "schema": [
+            {"name": "s", "properties": [{"name": "id", "logicalType": "integer", "primaryKey": True}]}
+        ],
+        "customProperties": [{"property": "keyUniqueness", "value": "none"}],
+    }
+    (contract,) = compile_contract(document, "test.yaml")
+    found = BatchChecker(contract).check(pa.table({"id": pa.array([1, 1, None], pa.int64())}))
+    assert failing(found) == {"id: required": [2]}
+
+
+def test_quality_rules_of_nested_properties_are_evaluated() -> None:
+    rule = {"type": "library", "rule": "validValues", "validValues": ["DE", "FR"]}
+    check = checker(
+        [
+            {
+                "name": "address",
+                "logicalType": "object",
+                "properties": [{"name": "country", "logicalType": "string", "quality": [rule]}],
+            }
+        ]
+    )
+    address = pa.array([{"country": "DE"}, {"country": "XX"}], pa.struct([("country", pa.string())]))
+    assert failing(check.check(pa.table({"address": address}))) == {"address.country: validValues": [1]}
+
+
+def test_validation_reports_rules_the_target_cannot_evaluate_and_no_echoes_of_child_errors() -> None:
+    document = {
+        **BASE,
+        "apiVersion": "v3.0.2",
+        "schema": [
+            {
+                "name": "s",
+                "properties": [
+                    {
+                        "name": "a",
+                        "logicalType": "integer",
+                        "quality": [{"type": "library", "rule": "freshness"}],
+                    },
+                ],
+            }
+        ],
+    }
+    (issue,) = validate_document(document, "t.yaml")
+    assert issue.path == "schema[0].properties[0].quality[0]"
+    assert issue.message.startswith("quality rule 'freshness' is not one the target evaluates")
+    document["schema"][0]["properties"][0]["required"] = "yes"
+    messages = [i.message for i in validate_document(document, "t.yaml")]
+    assert messages == ["'yes' is not of type 'boolean' (in s → a)"], "no 'unevaluated properties' echo"
+
+
+def test_a_key_given_twice_in_a_contract_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("apiVersion: v3.0.2\nkind: DataContract\nid: a\nid: b\n", encoding="utf-8")
+    with pytest.raises(ContractError, match=r"key 'id' is given twice"):
+        read_contract(path)
