@@ -5,12 +5,15 @@ Pipelines (``--only``, comma-separated):
 * ``sdk``: ``minimal_sdk_target.py``, the singer-sdk floor (no-op sink, validation on);
 * ``sdk-novalidate``: the same with ``validate_records: false``;
 * ``pyarrow``: ``pyarrow_reference.py``, Arrow JSON reader + pyiceberg ``append``;
-* ``target``: ``target-iceberg-nessie`` with a SQLite catalog, input on stdin.
+* ``target``: ``target-iceberg-nessie`` with the embedded (SQLite) catalog, input on stdin;
+* ``target-nessie``: the same target committing to a new branch of a Nessie server (started for the
+  benchmark unless ``--nessie-uri`` names one).
 
 Each pipeline runs as a child process; wall time, CPU time and the child's own peak
 RSS (from ``os.wait4`` on its pid) are measured. Example::
 
     python bench/run_bench.py --records 1000000 --only sdk,pyarrow --json bench/out/results.json
+    python bench/run_bench.py --streams 3 --only target,target-nessie --checkpoint-interval 0 --repeat 3
 """
 
 from __future__ import annotations
@@ -26,20 +29,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakes import committed, nessie_service, new_run_id, process_cpu_s, process_rss_mb, target_config
 from measures import final_state, machine_busy_s, rows_in_lake, scan_input
 from rich.console import Console
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
-PIPELINES = ("sdk", "sdk-novalidate", "pyarrow", "target")
+PIPELINES = ("sdk", "sdk-novalidate", "pyarrow", "target", "target-nessie")
+TARGETS = {"target": "sql", "target-nessie": "nessie"}  # pipeline -> the target's catalog
 DEFAULT_ONLY = "sdk,pyarrow,target"
-COLUMNS = ("pipeline", "ok", "wall s", "rec/s", "MB/s", "CPU s", "peak RSS MB", "rows", "state",
-           "other CPU s")  # fmt: skip
+COLUMNS = ("pipeline", "ok", "wall s", "rec/s", "MB/s", "CPU s", "peak RSS MB", "rows", "commits",
+           "commits/s", "state", "server CPU s", "other CPU s")  # fmt: skip
 NOISY_SHARE = 0.1  # flag a run if other processes used more than 10% of a CPU during it
 console = Console(stderr=True, soft_wrap=True)
 
@@ -57,7 +63,10 @@ class Result:
     records_per_s: float
     input_mb_per_s: float
     rows_in_lake: int | None = None
+    commits: int | None = None  # checkpoints the run committed (read from the catalog's commit log)
+    commits_per_s: float | None = None
     final_state_ok: bool | None = None
+    server_cpu_s: float | None = None  # CPU the Nessie server used meanwhile (not in the child's)
     other_cpu_s: float | None = None  # CPU used by other processes meanwhile: noise
     command: list[str] = field(default_factory=list)
     error: str | None = None
@@ -83,13 +92,13 @@ def command_for(name: str, infile: Path, work: Path, args: argparse.Namespace) -
             *("--warehouse", str(work / "warehouse"), "--catalog-uri", f"sqlite:///{work / 'catalog.db'}"),
             *("--batch-rows", str(args.batch_rows)),
         ], False
-    config = {
-        "warehouse": str(work / "warehouse"),
-        "catalog_uri": f"sqlite:///{work / 'catalog.db'}",
-        "state_dir": str(work / "state"),
-        "tenant": "bench",
-        "namespace": "raw",
-    }
+    config = target_config(
+        TARGETS[name],
+        work,
+        run_id=new_run_id(work.name),
+        nessie_uri=args.nessie.uri if args.nessie else None,
+        checkpoint_interval=args.checkpoint_interval,
+    )
     (work / "config.json").write_text(json.dumps(config, indent=2))
     return [args.target_cmd, "--config", str(work / "config.json")], True
 
@@ -161,20 +170,23 @@ def _run_in(
     work: Path, name: str, infile: Path, args: argparse.Namespace, *, run: int, records: int, state: Any
 ) -> Result:
     cmd, on_stdin = command_for(name, infile, work, args)
-    busy_before = machine_busy_s()
+    server_pid = args.nessie.pid if args.nessie and name == "target-nessie" else None
+    busy_before, server_before = machine_busy_s(), process_cpu_s(server_pid)
     try:
         code, timed_out, usage = measure(cmd, infile if on_stdin else None, work, args.timeout)
     except OSError as exc:  # e.g. the target's executable does not exist
         return Result(name, run, False, None, 0, 0, 0, 0, 0, 0, command=cmd, error=str(exc))
-    busy_after = machine_busy_s()
+    busy_after, server_after = machine_busy_s(), process_cpu_s(server_pid)
     wall, cpu = usage["wall"], usage["user"] + usage["sys"]
     size_mb = infile.stat().st_size / 1e6
     result = Result(
         name, run, code == 0, code, wall, usage["user"], usage["sys"], usage["maxrss_kb"] / 1024,
         records / wall, size_mb / wall, command=cmd,
     )  # fmt: skip
+    if server_before is not None and server_after is not None:
+        result.server_cpu_s = server_after - server_before
     if busy_before is not None and busy_after is not None:
-        result.other_cpu_s = max(0.0, busy_after - busy_before - cpu)
+        result.other_cpu_s = max(0.0, busy_after - busy_before - cpu - (result.server_cpu_s or 0.0))
     if code != 0:
         tail = (work / "stderr").read_text(errors="replace").strip().splitlines()[-15:]
         reason = f"killed after the {args.timeout:.0f}s timeout" if timed_out else f"exit {code}"
@@ -185,11 +197,16 @@ def _run_in(
             result.final_state_ok = bool(lines) and json.loads(lines[-1]) == state
         except ValueError:
             result.final_state_ok = False
-    if name in {"pyarrow", "target"} and result.ok:
+    if name in {"pyarrow", *TARGETS} and result.ok:
         try:
-            result.rows_in_lake = rows_in_lake(work / "catalog.db")
+            if name in TARGETS:
+                config = json.loads((work / "config.json").read_text())
+                result.rows_in_lake, result.commits = committed(config)
+                result.commits_per_s = result.commits / wall
+            else:
+                result.rows_in_lake = rows_in_lake(work / "catalog.db")
         except Exception as exc:  # noqa: BLE001 - report, never crash the whole benchmark
-            result.error = f"could not count rows in the lake: {exc}"
+            result.error = f"could not read what the run committed: {exc}"
     return result
 
 
@@ -221,7 +238,7 @@ def metadata(args: argparse.Namespace, infile: Path, digest: str, records: int) 
             "streams": args.streams, "state_every": args.state_every, "seed": args.seed,
         },
         "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-        "versions": versions,
+        "versions": versions, "checkpoint_interval_seconds": args.checkpoint_interval,
     }  # fmt: skip
 
 
@@ -233,6 +250,8 @@ def print_table(results: list[Result]) -> None:
         ok = "[green]yes[/]" if r.ok else "[red]FAILED[/]"
         state = "-" if r.final_state_ok is None else ("ok" if r.final_state_ok else "[red]wrong[/]")
         rows = "-" if r.rows_in_lake is None else f"{r.rows_in_lake:,}"
+        commits = ("-", "-") if r.commits is None else (f"{r.commits:,}", f"{r.commits_per_s or 0:.2f}")
+        server = "-" if r.server_cpu_s is None else f"{r.server_cpu_s:.1f}"
         name = f"{r.pipeline}#{r.run}" if r.run else r.pipeline
         speed = (f"{r.wall_s:.1f}", f"{r.records_per_s:,.0f}", f"{r.input_mb_per_s:.1f}")
         if not r.ok:  # a failed run's speed means nothing
@@ -241,8 +260,8 @@ def print_table(results: list[Result]) -> None:
         noise = "-" if r.other_cpu_s is None else f"{r.other_cpu_s:.1f}"
         if r.other_cpu_s is not None and r.other_cpu_s > NOISY_SHARE * r.wall_s:
             noise = f"[yellow]{noise} (noisy)[/]"
-        table.add_row(name, ok, *speed, *resources, rows, state, noise)
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+        table.add_row(name, ok, *speed, *resources, rows, *commits, state, server, noise)
+    Console(width=None if sys.stdout.isatty() else 170).print(table)
     for r in results:
         if r.error:
             console.print(f"[red]{r.pipeline}: {r.error}[/]\n  command: {' '.join(r.command)}")
@@ -263,6 +282,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-rows", type=int, default=100_000, help="pyarrow: records per Iceberg commit")
     p.add_argument("--target-cmd", default=target_executable(), help="target-iceberg-nessie executable")
     p.add_argument("--keep-lake", action="store_true", help="keep each run's work dir under bench/out")
+    p.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        help="targets: checkpoint_interval_seconds (0: every STATE commits)",
+    )
+    p.add_argument("--nessie-uri", help="target-nessie: this Nessie (API v2 URI) instead of starting one")
     args = p.parse_args(argv)
     args.pipelines = [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := set(args.pipelines) - set(PIPELINES):
@@ -278,16 +303,25 @@ def main(argv: list[str] | None = None) -> int:
     meta = metadata(args, infile, digest, records)
     expected_state = final_state(infile)
     console.print(f"input: {infile} ({meta['input_bytes'] / 1e6:.1f} MB, {records:,} records)")
-    warm = warmup_input(infile)
-    for name in args.pipelines:  # untimed: compiles and caches bytecode, touches every code path once
-        run_one(name, warm, args, records=0, state=None)
     results: list[Result] = []
-    for i in range(args.repeat):
-        for name in args.pipelines:
-            console.print(f"running {name} (run {i + 1}/{args.repeat}) ...")
-            run = i + 1 if args.repeat > 1 else 0
-            results.append(run_one(name, infile, args, run=run, records=records, state=expected_state))
+    with ExitStack() as stack:
+        args.nessie = None
+        if "target-nessie" in args.pipelines:
+            args.nessie = stack.enter_context(nessie_service(args.nessie_uri, OUT / "nessie-run-bench.log"))
+            console.print(f"Nessie at {args.nessie.uri} (pid {args.nessie.pid})")
+        warm = warmup_input(infile)
+        for name in args.pipelines:  # untimed: compiles and caches bytecode, touches every code path once
+            run_one(name, warm, args, records=0, state=None)
+        for i in range(args.repeat):
+            for name in args.pipelines:
+                console.print(f"running {name} (run {i + 1}/{args.repeat}) ...")
+                run = i + 1 if args.repeat > 1 else 0
+                results.append(run_one(name, infile, args, run=run, records=records, state=expected_state))
+        if args.nessie is not None:  # the server's memory is not in any pipeline's peak RSS
+            meta["nessie_server_rss_mb"] = process_rss_mb(args.nessie.pid)
     print_table(results)
+    if meta.get("nessie_server_rss_mb") is not None:
+        console.print(f"Nessie server RSS after the runs: {meta['nessie_server_rss_mb']:,.0f} MB")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
