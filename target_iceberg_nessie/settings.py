@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -237,13 +238,14 @@ def _positive(config: Mapping[str, Any], key: str, default: float) -> float:
     value = config.get(key, default)
     if value is None:
         return default
-    if isinstance(value, str):
+    if isinstance(value, str | Decimal) and not isinstance(value, bool):
+        # Text from an environment variable; Decimal: the SDK reads fractions of a --config file so.
         try:
             value = float(value)
         except ValueError:
             msg = f"setting '{key}' must be a number >= 0, got {value!r}"
             raise ConfigError(msg) from None
-    if not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         msg = f"setting '{key}' must be a number >= 0, got {value!r}"
         raise ConfigError(msg)
     return value

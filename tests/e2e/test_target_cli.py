@@ -288,3 +288,11 @@ def test_an_advertised_load_method_is_not_silently_ignored(lake: Lake, tmp_path:
     )
     assert second.returncode == 0, second.explain()
     assert _committed_ids(lake) == [7], "overwrite: the table holds only the last run's rows"
+
+
+def test_fractional_seconds_in_a_config_file_are_accepted(lake: Lake, tmp_path: Path) -> None:
+    singer = '{"type":"SCHEMA","stream":"users","schema":{"properties":{"id":{"type":"integer"}}}}\n'
+    singer += '{"type":"RECORD","stream":"users","record":{"id":1}}\n{"type":"STATE","value":{"n":1}}\n'
+    finished = run_target_cli(lake, tmp_path, singer, checkpoint_interval_seconds=0.5, microbatch_seconds=2.5)
+    assert finished.returncode == 0, finished.explain()
+    assert _committed_ids(lake) == [1]
