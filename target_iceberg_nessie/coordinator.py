@@ -108,7 +108,10 @@ class CommitCoordinator:
         result = self._commit_with_retries(touched, checkpoint, snapshot_properties)
         for sink in touched:
             snapshot = result.snapshot_ids.get(sink.identifier)
-            sink.committed(snapshot)
+            commit = result.commit
+            sink.committed(
+                snapshot, commit.metadata.get(sink.identifier), commit.metadata_locations.get(sink.identifier)
+            )
         self.commits += 1
         self.last_commit_id = result.commit.commit_id
         self.last_checkpoint_at = time.monotonic()

@@ -353,8 +353,11 @@ class IcebergSink:
             for path in [*ours, attempt.manifest_list]:
                 io.delete(path)
 
-    def committed(self, snapshot_id: int | None) -> None:
-        """The checkpoint landed: the staged work is now the table's committed state."""
+    def committed(
+        self, snapshot_id: int | None, metadata: TableMetadata | None = None, location: str | None = None
+    ) -> None:
+        """The checkpoint landed: the staged work is now the table's committed state, which is
+        `metadata` at `location` as the catalog wrote it (read back only when not given)."""
         self.tally.rows_committed += self._staged.rows
         self.tally.files_committed += len(self._staged.files)
         self.tally.bytes_committed += sum(f.file_size_in_bytes for f in self._staged.files)
@@ -363,7 +366,16 @@ class IcebergSink:
         self._attempt = None
         self._staged = _Staged()
         self._dirty = False
-        if self.shape is not None:
+        if metadata is not None and location is not None:
+            self._base = Table(
+                self.identifier,
+                metadata=metadata,
+                metadata_location=location,
+                io=self.io(metadata),
+                catalog=self.catalog.iceberg,
+            )
+            self._working = metadata
+        elif self.shape is not None:
             self._working = self._load(self.shape)
 
     def discard(self) -> None:

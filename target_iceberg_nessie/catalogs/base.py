@@ -122,6 +122,7 @@ class CommitResult:
     metadata_locations: Mapping[Identifier, str]
     committed_at: str
     already_committed: bool = False  # found in the log after an ambiguous outcome
+    metadata: Mapping[Identifier, TableMetadata] = field(default_factory=dict)  # as committed
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,15 @@ class CheckpointCatalog(abc.ABC):
             properties=dict(properties),
         )
 
-    @staticmethod
-    def write_metadata(change: TableChange) -> str:
+    @classmethod
+    def write_metadata(cls, change: TableChange) -> str:
         """Write the change's metadata JSON (next version, with a metadata-log entry for its base)."""
+        return cls.write_metadata_file(change)[0]
+
+    @staticmethod
+    def write_metadata_file(change: TableChange) -> tuple[str, TableMetadata]:
+        """`write_metadata`, also returning the metadata exactly as written (the writer keeps it as
+        the table's state after the commit instead of reading it back)."""
         metadata, version = change.metadata, 0
         if change.base_location is not None:
             entry = MetadataLogEntry(metadata_file=change.base_location, timestamp_ms=change.base_updated_ms)
@@ -183,7 +190,7 @@ class CheckpointCatalog(abc.ABC):
         provider = load_location_provider(metadata.location, metadata.properties)
         location = provider.new_table_metadata_file_location(version)
         ToOutputFile.table_metadata(metadata, load_file_io({}, location).new_output(location))
-        return location
+        return location, metadata
 
     @staticmethod
     def delete_quietly(locations: Sequence[str]) -> None:

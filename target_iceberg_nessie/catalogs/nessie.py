@@ -10,6 +10,7 @@ the server. After an ambiguous outcome the batch id is looked up in the log sinc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -236,7 +237,9 @@ class NessieCatalog(CheckpointCatalog):
 
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:
         base = self._base
-        locations = {change.identifier: self.write_metadata(change) for change in changes}
+        written = {change.identifier: self.write_metadata_file(change) for change in changes}
+        locations = {identifier: location for identifier, (location, _) in written.items()}
+        committed = {identifier: metadata for identifier, (_, metadata) in written.items()}
         operations: list[Put] = []
         at_base = f"{self.branch}@{base.hash}"
         for change in changes:
@@ -255,7 +258,9 @@ class NessieCatalog(CheckpointCatalog):
                         schema_id=metadata.current_schema_id,
                         spec_id=metadata.default_spec_id,
                         sort_order_id=metadata.default_sort_order_id,
-                        content_id=self._content_ids.get(change.identifier) if change.base_location else None,
+                        content_id=self._content_id(change.identifier, at_base)
+                        if change.base_location
+                        else None,
                     ),
                 )
             )
@@ -282,7 +287,7 @@ class NessieCatalog(CheckpointCatalog):
         message = f"checkpoint {checkpoint.batch_id} of {checkpoint.pipeline_id}: {len(changes)} table(s)"
         operations.extend(self._state_marker(checkpoint, at_base, operations))
         try:
-            head = self.client.commit(
+            head, added = self.client.commit_with_ids(
                 base, operations, message=message, properties=properties, author=_AUTHOR
             )
         except NessieConflictError:
@@ -290,9 +295,20 @@ class NessieCatalog(CheckpointCatalog):
             self._base = self.client.reference(self.branch)  # the retry reloads from the new head
             raise
         except NessieUnavailableError as error:
-            return self._settle(checkpoint, base, locations, now, error)
+            result = self._settle(checkpoint, base, locations, now, error)
+            return dataclasses.replace(result, metadata=committed)
         self._base = head
-        return CommitResult(head.hash, locations, now)
+        self._content_ids.update({key: cid for key, cid in added.items() if key in locations})
+        return CommitResult(head.hash, locations, now, metadata=committed)
+
+    def _content_id(self, identifier: Identifier, at_base: str) -> str | None:
+        """The content id of an existing table (Nessie needs it to update one): known from loading
+        or creating it, else looked up once."""
+        if identifier not in self._content_ids:
+            content = self.client.content(at_base, identifier)
+            if content is not None:
+                self._content_ids[identifier] = content["id"]
+        return self._content_ids.get(identifier)
 
     def _settle(
         self,

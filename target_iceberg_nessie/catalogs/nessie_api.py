@@ -279,6 +279,20 @@ class NessieClient:
         author: str,
     ) -> Reference:
         """ONE commit of all `operations` on `branch`, expected at `branch.hash`."""
+        return self.commit_with_ids(
+            branch, operations, message=message, properties=properties, author=author
+        )[0]
+
+    def commit_with_ids(
+        self,
+        branch: Reference,
+        operations: Sequence[Put | Delete],
+        *,
+        message: str,
+        properties: Mapping[str, str],
+        author: str,
+    ) -> tuple[Reference, dict[tuple[str, ...], str]]:
+        """`commit`, also returning the content ids Nessie gave the keys this commit created."""
         body = self._request(
             "POST",
             f"/trees/{ref_path(branch.name, branch.hash)}/history/commit",
@@ -288,7 +302,8 @@ class NessieClient:
             },
         )
         ref = body["targetBranch"]
-        return Reference(name=ref["name"], hash=ref["hash"], type=ref["type"])
+        added = {tuple(a["key"]["elements"]): a["contentId"] for a in body.get("addedContents") or []}
+        return Reference(name=ref["name"], hash=ref["hash"], type=ref["type"]), added
 
     def log(self, ref: str, *, until_hash: str | None = None, page_size: int = 100) -> Iterator[CommitEntry]:
         """Commits on `ref`, newest first, stopping before `until_hash` (exclusive) when given."""

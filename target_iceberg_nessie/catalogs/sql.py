@@ -17,6 +17,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, SqlCatalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Identifier
 from sqlalchemy import Integer, String, Text, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -187,9 +188,10 @@ class EmbeddedCatalog(CheckpointCatalog):
 
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:
         written: dict[Identifier, str] = {}
+        committed: dict[Identifier, TableMetadata] = {}
         prepared: list[tuple[TableChange, str]] = []
         for change in changes:
-            location = self.write_metadata(change)
+            location, committed[change.identifier] = self.write_metadata_file(change)
             written[change.identifier] = location
             prepared.append((change, location))
         tables_json = json.dumps({".".join(ident): loc for ident, loc in written.items()})
@@ -216,11 +218,11 @@ class EmbeddedCatalog(CheckpointCatalog):
         except SQLAlchemyError as error:
             # The transaction may or may not have landed: the commit log settles it.
             if self._batch_logged(checkpoint.batch_id):
-                return CommitResult(checkpoint.batch_id, written, _now(), already_committed=True)
+                return CommitResult(checkpoint.batch_id, written, _now(), True, committed)
             self.delete_quietly(list(written.values()))
             msg = f"the catalog database did not accept batch {checkpoint.batch_id}: {error}"
             raise RetriableError(msg) from error
-        return CommitResult(checkpoint.batch_id, written, now)
+        return CommitResult(checkpoint.batch_id, written, now, metadata=committed)
 
     def _apply(self, session: Session, change: TableChange, location: str) -> None:
         namespace = Catalog.namespace_to_string(Catalog.namespace_from(change.identifier))

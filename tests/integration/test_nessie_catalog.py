@@ -17,7 +17,7 @@ from singer_expect import parse_messages
 
 from devstack.nessie import NessieServer
 from target_iceberg_nessie.catalogs import open_catalog
-from target_iceberg_nessie.catalogs.nessie_api import NessieClient, NessieUnavailableError, Put
+from target_iceberg_nessie.catalogs.nessie_api import NessieClient, Put
 from target_iceberg_nessie.errors import ConfigError
 from target_iceberg_nessie.target import TargetIcebergNessie
 
@@ -143,35 +143,6 @@ def test_a_concurrent_commit_to_our_table_is_a_conflict_we_reapply_once(
     assert messages[1] == "another writer", "our retried checkpoint landed after theirs, once"
     assert messages[0].startswith("checkpoint run-1:2")
     assert any("commit conflict" in r.getMessage() for r in caplog.records), "the first attempt conflicted"
-
-
-def test_a_lost_commit_response_is_settled_from_the_log_not_resent(
-    lake: Lake, nessie: NessieServer, branch: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_commit = NessieClient.commit
-    calls: list[str] = []
-
-    def commit_then_lose_the_answer(self: NessieClient, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["message"])
-        real_commit(self, *args, **kwargs)  # the commit lands on the server...
-        msg = "connection reset before the response"  # ...and the answer never arrives
-        raise NessieUnavailableError(msg)
-
-    monkeypatch.setattr(NessieClient, "commit", commit_then_lose_the_answer)
-    text = (
-        '{"type":"SCHEMA","stream":"l","schema":{"properties":{"id":{"type":"integer"}}}}\n'
-        '{"type":"RECORD","stream":"l","record":{"id":1}}\n{"type":"STATE","value":{"n":1}}\n'
-    )
-    result = run_target(nessie_config(lake, nessie, branch), text)
-    assert result.error is None
-    assert len(calls) == 1, "the checkpoint was not sent twice"
-    assert [json.loads(s) for s in result.states] == [{"n": 1}]
-    monkeypatch.undo()
-    with catalog(lake, nessie, branch) as opened:
-        loaded = opened.load_table(("acme", "raw", "l"))
-        assert loaded is not None
-        assert [r["id"] for r in loaded.scan().to_arrow().to_pylist()] == [1]
-        assert opened.committed_state("acme.raw").state == {"n": 1}
 
 
 def test_a_missing_branch_is_created_from_branch_from(lake: Lake, nessie: NessieServer, branch: str) -> None:
