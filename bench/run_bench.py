@@ -7,13 +7,16 @@ Pipelines (``--only``, comma-separated):
 * ``pyarrow``: ``pyarrow_reference.py``, Arrow JSON reader + pyiceberg ``append``;
 * ``target``: ``target-iceberg-nessie`` with the embedded (SQLite) catalog, input on stdin;
 * ``target-nessie``: the same target committing to a new branch of a Nessie server (started for the
-  benchmark unless ``--nessie-uri`` names one).
+  benchmark unless ``--nessie-uri`` names one);
+* ``target-contract``: ``target`` with the ten checks of ``contracts/customers.yaml`` on the stream
+  ``customers`` (the data passes them all: this measures checking, not rejecting).
 
 Each pipeline runs as a child process; wall time, CPU time and the child's own peak
 RSS (from ``os.wait4`` on its pid) are measured. Example::
 
     python bench/run_bench.py --records 1000000 --only sdk,pyarrow --json bench/out/results.json
     python bench/run_bench.py --streams 3 --only target,target-nessie --checkpoint-interval 0 --repeat 3
+    python bench/run_bench.py --only target,target-contract --repeat 3
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
-PIPELINES = ("sdk", "sdk-novalidate", "pyarrow", "target", "target-nessie")
-TARGETS = {"target": "sql", "target-nessie": "nessie"}  # pipeline -> the target's catalog
+PIPELINES = ("sdk", "sdk-novalidate", "pyarrow", "target", "target-nessie", "target-contract")
+TARGETS = {"target": "sql", "target-nessie": "nessie", "target-contract": "sql"}  # pipeline -> catalog
+CONTRACT = BENCH / "contracts" / "customers.yaml"  # target-contract: ten checks on `customers`
 DEFAULT_ONLY = "sdk,pyarrow,target"
 COLUMNS = ("pipeline", "ok", "wall s", "rec/s", "MB/s", "CPU s", "peak RSS MB", "rows", "commits",
            "commits/s", "state", "server CPU s", "other CPU s")  # fmt: skip
@@ -99,6 +103,8 @@ def command_for(name: str, infile: Path, work: Path, args: argparse.Namespace) -
         nessie_uri=args.nessie.uri if args.nessie else None,
         checkpoint_interval=args.checkpoint_interval,
     )
+    if name == "target-contract":
+        config["contracts"] = [str(CONTRACT)]
     (work / "config.json").write_text(json.dumps(config, indent=2))
     return [args.target_cmd, "--config", str(work / "config.json")], True
 
