@@ -42,6 +42,7 @@ BRANCH_FROM: Final = "branch_from"
 PUBLISH: Final = "publish"
 NESSIE_TIMEOUT_SECONDS: Final = "nessie_timeout_seconds"
 CONTRACTS: Final = "contracts"
+SOURCE_TYPE: Final = "source_type"
 CONTRACT_MODE: Final = "contract_mode"
 CONTRACT_MODES: Final = ("lenient", "strict")
 CONTRACT_ENFORCEMENT: Final = "contract_enforcement"
@@ -83,6 +84,12 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         description="ODCS v3.0.2 contract files, or folders searched for *.yaml, that the streams are "
         "checked against (a stream matches a schema object's name or physicalName). Relative paths are "
         "relative to the project. Unset: no contracts.",
+    ),
+    th.Property(
+        SOURCE_TYPE,
+        th.StringType,
+        description="The job's connector type (registry/connectors.yaml, e.g. stripe). In strict contract "
+        "mode a contract made for another source type (its `source.type`) is refused.",
     ),
     th.Property(
         CONTRACT_MODE,
@@ -303,6 +310,7 @@ class TargetSettings:
     nessie_timeout_seconds: float = 30.0
     contracts: tuple[Path, ...] = ()
     contract_mode: str = "lenient"
+    source_type: str | None = None
     contract_enforcement: str | None = None
     contract_schema_evolution: str | None = None
     table_properties: Mapping[str, str] = field(default_factory=dict)
@@ -362,6 +370,7 @@ class TargetSettings:
                 for p in (Path(str(c)).expanduser() for c in _listed(config, CONTRACTS))
             ),
             contract_mode=_choice(config, CONTRACT_MODE, CONTRACT_MODES, "lenient"),
+            source_type=config.get(SOURCE_TYPE) or None,
             contract_enforcement=config.get(CONTRACT_ENFORCEMENT) or None,
             contract_schema_evolution=config.get(CONTRACT_SCHEMA_EVOLUTION) or None,
             table_properties={str(k): str(v) for k, v in (config.get(TABLE_PROPERTIES) or {}).items()},

@@ -21,7 +21,7 @@ from singer_sdk import Target
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from target_iceberg_nessie.catalogs import CheckpointCatalog, open_catalog
-from target_iceberg_nessie.contracts import ContractError, ContractSet
+from target_iceberg_nessie.contracts import ContractError, ContractSet, ObjectContract
 from target_iceberg_nessie.contracts.enforce import StreamContract
 from target_iceberg_nessie.coordinator import CommitCoordinator
 from target_iceberg_nessie.errors import (
@@ -67,6 +67,9 @@ class TargetIcebergNessie(Target):
         super().__init__(**kwargs)
         self.settings = TargetSettings.from_config(self.config)
         self.contracts = ContractSet.load(self.settings.contracts) if self.settings.contracts else None
+        if self.settings.contract_mode == "strict" and self.contracts is None:
+            msg = "contract_mode strict needs `contracts` (the job's contract files or folders)"
+            raise ContractError(msg)
         self._catalog: CheckpointCatalog | None = None
         self._coordinator: CommitCoordinator | None = None
         self._publisher: WapPublisher | None = None
@@ -217,6 +220,24 @@ class TargetIcebergNessie(Target):
                 number,
             )
 
+    def _check_source(self, stream: str, contract: ObjectContract) -> None:
+        """Strict mode: the contract must be made for this job's source type and this stream."""
+        if self.settings.contract_mode != "strict":
+            return
+        wanted = self.settings.source_type
+        if wanted and contract.source_type != wanted:
+            msg = (
+                f"stream '{stream}': contract {contract.ref} ({contract.file}) is for source type "
+                f"{contract.source_type!r}, this job's source is {wanted!r}; use the contract of this source"
+            )
+            raise ContractError(msg)
+        if contract.source_object and contract.source_object not in {stream, contract.name}:
+            msg = (
+                f"stream '{stream}': contract {contract.ref} ({contract.file}) describes source object "
+                f"{contract.source_object!r}, not this stream"
+            )
+            raise ContractError(msg)
+
     def _contract_for(self, stream: str) -> StreamContract | None:
         found = self.contracts.for_stream(stream) if self.contracts is not None else None
         if found is None:
@@ -234,6 +255,7 @@ class TargetIcebergNessie(Target):
                     f"stream '{stream}' has no data contract; loaded as the tap describes it",
                 )
             return None
+        self._check_source(stream, found)
         return StreamContract(
             stream,
             found,

@@ -322,3 +322,16 @@ def test_new_tables_are_partitioned_and_sorted_as_the_contract_says(lake: Lake, 
     pruned = list(table.scan(row_filter="status = 'open'").plan_files())
     assert len(pruned) == 2, "readers prune by the partition"
     assert ids(read_duckdb(lake, "acme.raw.orders")) == list(range(1, 7))
+
+
+def test_strict_mode_refuses_a_contract_of_another_source_and_starting_without_contracts(lake: Lake) -> None:
+    text = good_lines(SCHEMA, {"id": 1, **GOOD})
+    other = run_target(config(lake, contract_mode="strict", source_type="stripe"), text)
+    assert isinstance(other.error, ContractError)
+    assert "is for source type 'test', this job's source is 'stripe'" in str(other.error)
+    same = run_target(
+        config(lake, contract_mode="strict", source_type="test", contract_enforcement="drop"), text
+    )
+    assert same.error is None
+    with pytest.raises(ContractError, match="contract_mode strict needs `contracts`"):
+        run_target(lake.config(contract_mode="strict"), text)
