@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 failure, 2 usage or configuration error (the message na
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,6 +20,9 @@ from rich.text import Text
 
 from ingestion.contracts_cli import contracts_group
 from ingestion.errors import LakeNotFoundError, PlatformError
+from ingestion.output import cell as _cell
+from ingestion.output import console as _console
+from ingestion.output import emit_json as _emit_json
 from ingestion.paths import (
     CATALOG_NAME,
     CATALOG_TYPE_ENV,
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from ingestion.lake import CommitEntry, RollbackPlan, StateCheck
 
 DISTRIBUTION: Final = "ingestion-platform"
-_PIPED_WIDTH: Final = 160
 _NUMERIC: Final = frozenset({"rows", "data files"})
 _IDS: Final = frozenset({"commit", "head", "committed at", "pipeline", "batch id", "run id"})
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,21 +65,6 @@ def _fail(ctx: click.Context, message: str, exit_code: int) -> None:
     for line in message.splitlines() or [message]:
         click.echo(f"error: {line}", err=True)
     ctx.exit(exit_code)
-
-
-def _console() -> Console:
-    console = Console()  # per command, so it writes to the current stdout (CliRunner swaps it)
-    if not console.is_terminal:  # piped or captured: no window to fit, so do not squeeze the columns
-        console.width = max(console.width, _PIPED_WIDTH)
-    return console
-
-
-def _emit_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
-
-
-def _cell(value: Any) -> Text:
-    return Text("" if value is None else str(value))  # Text: values are never read as rich markup
 
 
 json_option = click.option(

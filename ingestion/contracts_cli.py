@@ -9,7 +9,6 @@ Exit codes (as `ingest`'s): 0 every contract is valid, 2 a contract is invalid o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ingestion.errors import EXIT_CONFIG, ConfigError
+from ingestion.output import cell as _cell
+from ingestion.output import console as _console
+from ingestion.output import emit_json as _emit_json
 from ingestion.paths import from_env, project_dir
 
 if TYPE_CHECKING:  # the contract model loads jsonschema and the ODCS schema: only when a command runs
@@ -28,7 +30,6 @@ if TYPE_CHECKING:  # the contract model loads jsonschema and the ODCS schema: on
 
 ASSETS_ENV: Final = ("INGEST_ASSETS",)
 ASSETS_DIR: Final = "assets"
-_PIPED_WIDTH: Final = 160
 
 
 @dataclass
@@ -113,21 +114,6 @@ def _shown(path: Path) -> Path:
         return path.resolve().relative_to(Path.cwd())
     except ValueError:
         return path
-
-
-def _console() -> Console:
-    console = Console()  # per command, so it writes to the current stdout (CliRunner swaps it)
-    if not console.is_terminal:  # piped or captured: no window to fit, so do not squeeze the columns
-        console.width = max(console.width, _PIPED_WIDTH)
-    return console
-
-
-def _emit_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
-
-
-def _cell(value: Any) -> Text:
-    return Text("" if value is None else str(value))  # Text: values are never read as rich markup
 
 
 # -- commands ----------------------------------------------------------------------------------------

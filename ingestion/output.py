@@ -1,0 +1,27 @@
+"""How `ingest` commands print: rich tables for people, JSON for machines (shared by all commands)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+PIPED_WIDTH: Final = 160
+
+
+def console() -> Console:
+    found = Console()  # per command, so it writes to the current stdout (CliRunner swaps it)
+    if not found.is_terminal:  # piped or captured: no window to fit, so do not squeeze the columns
+        found.width = max(found.width, PIPED_WIDTH)
+    return found
+
+
+def emit_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def cell(value: Any) -> Text:
+    return Text("" if value is None else str(value))  # Text: values are never read as rich markup
