@@ -23,6 +23,7 @@ from ingestion.errors import LakeNotFoundError, PlatformError
 from ingestion.output import cell as _cell
 from ingestion.output import console as _console
 from ingestion.output import emit_json as _emit_json
+from ingestion.output import json_option, project_option
 from ingestion.paths import (
     CATALOG_NAME,
     CATALOG_TYPE_ENV,
@@ -65,18 +66,6 @@ def _fail(ctx: click.Context, message: str, exit_code: int) -> None:
     for line in message.splitlines() or [message]:
         click.echo(f"error: {line}", err=True)
     ctx.exit(exit_code)
-
-
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables."
-)
-project_option = click.option(
-    "--project-dir",
-    "project",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Project root. Default: $MELTANO_PROJECT_ROOT, else the working directory.",
-)
 
 
 def _env(names: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ Exit codes (as `ingest`'s): 0 every contract is valid, 2 a contract is invalid o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -23,6 +23,7 @@ from ingestion.errors import EXIT_CONFIG, ConfigError
 from ingestion.output import cell as _cell
 from ingestion.output import console as _console
 from ingestion.output import emit_json as _emit_json
+from ingestion.output import json_option, project_option
 from ingestion.paths import from_env, project_dir
 
 if TYPE_CHECKING:  # the contract model loads jsonschema and the ODCS schema: only when a command runs
@@ -83,22 +84,12 @@ def check_files(files: Sequence[Path]) -> list[FileReport]:
 
 # -- options and output (the patterns of ingestion/cli.py) ------------------------------------------
 
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables."
-)
 assets_option = click.option(
     "--assets",
     type=click.Path(path_type=Path),
     default=None,
     metavar="DIR",
     help=f"Contracts folder. Default: ${ASSETS_ENV[0]}, else <project>/{ASSETS_DIR}.",
-)
-project_option = click.option(
-    "--project-dir",
-    "project",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Project root. Default: $MELTANO_PROJECT_ROOT, else the working directory.",
 )
 
 
@@ -195,13 +186,11 @@ def show_command(target: str, assets: Path | None, project: Path | None, as_json
 # -- compiled rules for people and machines ---------------------------------------------------------
 
 
-def _columns(columns: Iterable[ColumnRule]) -> Iterator[ColumnRule]:
-    """Every column, nested fields (a.b) and array items (a[]) after their parent."""
-    for column in columns:
-        yield column
-        yield from _columns(column.children)
-        if column.items is not None:
-            yield from _columns([column.items])
+def _all_columns(obj: ObjectContract) -> Iterator[ColumnRule]:
+    """Every column, nested fields and array items after their parent (the model's own walk)."""
+    from target_iceberg_nessie.contracts.model import walk_columns  # noqa: PLC0415 - see TYPE_CHECKING
+
+    return walk_columns(obj.columns.values())
 
 
 def _quality_json(rule: QualityRule) -> dict[str, Any]:
@@ -250,7 +239,7 @@ def object_json(obj: ObjectContract) -> dict[str, Any]:
         "primary_key": list(obj.primary_key),
         "partition": [{"column": c, "transform": t} for c, t in obj.partition_fields],
         "quality": [_quality_json(q) for q in obj.quality],
-        "columns": [_column_json(c) for c in _columns(obj.columns.values())],
+        "columns": [_column_json(c) for c in _all_columns(obj)],
         "table_properties": obj.table_properties(),
     }
 
@@ -305,7 +294,7 @@ def _print_object(console: Console, obj: ObjectContract) -> None:
     columns = Table(title=Text(f"Columns of {obj.name}: what each row is checked for"))
     for header in ("column", "type", "key", "required", "unique", "class", "CDE", "options", "quality"):
         columns.add_column(header, overflow="fold", no_wrap=header == "column")
-    for c in _columns(obj.columns.values()):
+    for c in _all_columns(obj):
         columns.add_row(
             *map(_cell, (c.path, c.logical_type, c.primary_key_position, "yes" if c.required else "")),
             *map(_cell, ("yes" if c.unique else "", c.classification, "yes" if c.critical else "")),

@@ -1,8 +1,9 @@
-"""How `ingest` commands print: rich tables for people, JSON for machines (shared by all commands)."""
+"""How `ingest` commands print (rich tables for people, JSON for machines) and their shared options."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Final
 
 import click
@@ -25,3 +26,15 @@ def emit_json(payload: Any) -> None:
 
 def cell(value: Any) -> Text:
     return Text("" if value is None else str(value))  # Text: values are never read as rich markup
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables."
+)
+project_option = click.option(
+    "--project-dir",
+    "project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Project root. Default: $MELTANO_PROJECT_ROOT, else the working directory.",
+)

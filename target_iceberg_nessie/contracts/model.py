@@ -10,7 +10,7 @@ Each schema object becomes an `ObjectContract`, found by the Singer stream name 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -320,23 +320,24 @@ class ObjectContract:
             found["finops.cost-center"] = str(finops["costCenter"])
         for tag, value in (finops.get("businessTags") or {}).items():
             found[f"finops.tag.{tag}"] = str(value)
-        for column in _walk(self.columns.values()):
+        for column in walk_columns(self.columns.values()):
             if column.classification:
                 found[f"classification.column.{column.path}"] = column.classification
             if column.critical:
                 found[f"classification.critical.{column.path}"] = "true"
-        classes = sorted({c.classification for c in _walk(self.columns.values()) if c.classification})
+        classes = sorted({c.classification for c in walk_columns(self.columns.values()) if c.classification})
         if classes:
             found["classification.levels"] = ",".join(classes)
         return found
 
 
-def _walk(columns: Iterable[ColumnRule]) -> Iterable[ColumnRule]:
+def walk_columns(columns: Iterable[ColumnRule]) -> Iterator[ColumnRule]:
+    """Every column, nested fields (a.b) and array items (a[]) after their parent."""
     for column in columns:
         yield column
-        yield from _walk(column.children)
+        yield from walk_columns(column.children)
         if column.items is not None:
-            yield from _walk([column.items])
+            yield from walk_columns([column.items])
 
 
 def _custom(entries: Any) -> dict[str, Any]:
