@@ -73,6 +73,7 @@ class CheckResult:
 @dataclass
 class AuditResult:
     checks: list[CheckResult] = field(default_factory=list)
+    locations: dict[str, str] = field(default_factory=dict)  # table → metadata location audited
 
     @property
     def passed(self) -> bool:
@@ -194,6 +195,7 @@ class WapPublisher:
             table = catalog.load_table(sink.identifier)
             if table is None:
                 continue
+            result.locations[sink.table_name] = table.metadata_location
             before = self.client.content(fork_ref, sink.identifier)
             stop = before.get("snapshotId") if before else None
             snapshots = run_snapshots(table, stop)
@@ -258,7 +260,6 @@ class WapPublisher:
             timeout=self.settings.nessie_timeout_seconds,
         ) as at_head:
             audit = self.audit(at_head, sinks)
-            locations = {s.table_name: loc for s in sinks if (loc := _location(at_head, s)) is not None}
         for check in audit.checks:
             self.logger.info(
                 "audit %s %s: %s (%s)",
@@ -281,7 +282,7 @@ class WapPublisher:
             props.BATCH_ID: batch_id,
             props.BATCH_SEQ: str(batch_seq),
             props.STREAMS: json.dumps([s.stream for s in sinks if s.tally.rows_committed]),
-            props.TABLES: json.dumps(locations),
+            props.TABLES: json.dumps(audit.locations),
             props.SUMMARY: json.dumps({s.table_name: {"rows": s.tally.rows_committed} for s in sinks}),
             props.COMMITTED_AT: datetime.now(UTC).isoformat(timespec="milliseconds"),
             PUBLISH: "wap",
@@ -328,11 +329,6 @@ class WapPublisher:
             self.client.delete_branch(head)
         except (NessieNotFoundError, NessieConflictError) as error:
             self.logger.warning("run branch %s not deleted: %s", self.run_branch, error)
-
-
-def _location(catalog: CheckpointCatalog, sink: IcebergSink) -> str | None:
-    table = catalog.load_table(sink.identifier)
-    return table.metadata_location if table is not None else None
 
 
 def run_snapshots(table: Table, stop_at: int | None) -> list[Any]:

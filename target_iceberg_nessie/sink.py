@@ -102,9 +102,7 @@ class IcebergSink:
         self.flush()  # records buffered under the previous schema are written with it
         loaded = schema
         if self.contract is not None:
-            loaded, discarded = self.contract.apply_policy(schema)
-            if discarded:
-                self.discarded = discarded
+            loaded, self.discarded = self.contract.apply_policy(schema)
         shape = stream_shape(loaded, key_properties)
         self._evolve(shape)
         self.shape = shape
@@ -293,6 +291,11 @@ class IcebergSink:
             self._writer.open_paths.clear()
 
     # -- checkpoint --------------------------------------------------------------------------
+
+    @property
+    def committed_location(self) -> str | None:
+        """The metadata location of the table as last committed (or loaded); None: not created."""
+        return self._base.metadata_location if self._base is not None else None
 
     @property
     def family(self) -> list[IcebergSink]:

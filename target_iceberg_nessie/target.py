@@ -340,11 +340,12 @@ class TargetIcebergNessie(Target):
             state_properties=coordinator.last_state_properties,
         )
         if coordinator.last_batch is not None and published.merged:
-            tables = {}
-            for sink in self.sinks.values():
-                table = self.catalog.load_table(sink.identifier)
-                if table is not None:
-                    tables[sink.table_name] = table.metadata_location
+            tables = {
+                member.table_name: location
+                for sink in self.sinks.values()
+                for member in sink.family
+                if (location := member.committed_location) is not None
+            }
             coordinator.release_state(
                 coordinator.committed_state,
                 batch_id=coordinator.last_batch[0],
