@@ -351,13 +351,8 @@ class NessieCatalog(CheckpointCatalog):
     def _fence(self, checkpoint: Checkpoint, base: Reference) -> None:
         """Move the pipeline's marker from `base`: a commit expecting `base` that puts the marker
         (every checkpoint of this pipeline does) conflicts from now on."""
-        key = (*_STATE_NAMESPACE, checkpoint.pipeline_id)
-        current = self.client.content(f"{self.branch}@{base.hash}", key)
-        operations = []
-        if current is None and self.client.content(f"{self.branch}@{base.hash}", _STATE_NAMESPACE) is None:
-            operations.append(Put(_STATE_NAMESPACE, namespace_content(_STATE_NAMESPACE)))
         fence = {props.FENCED_BATCH_ID: checkpoint.batch_id, props.RUN_ID: checkpoint.run_id}
-        operations.append(Put(key, namespace_content(key, current.get("id") if current else None, fence)))
+        operations = self._state_marker(checkpoint, f"{self.branch}@{base.hash}", [], fence)
         self.client.commit(
             base,
             operations,
@@ -371,7 +366,13 @@ class NessieCatalog(CheckpointCatalog):
         key: only new tables' namespaces and the marker are checked, not the whole branch)."""
         return any(put.key == key for put in staged) or self.client.content(at_base, key) is not None
 
-    def _state_marker(self, checkpoint: Checkpoint, at_base: str, staged: Sequence[Put]) -> list[Put]:
+    def _state_marker(
+        self,
+        checkpoint: Checkpoint,
+        at_base: str,
+        staged: Sequence[Put],
+        properties: Mapping[str, str] | None = None,
+    ) -> list[Put]:
         """Every checkpoint also puts the pipeline's marker `_ingest.<pipeline id>` (a namespace whose
         properties hold the batch id): a state-only checkpoint has something to commit (Nessie
         refuses empty commits), and two runs of one pipeline racing conflict on it."""
@@ -383,7 +384,7 @@ class NessieCatalog(CheckpointCatalog):
         marker = namespace_content(
             key,
             current.get("id") if current else None,
-            {props.BATCH_ID: checkpoint.batch_id, props.RUN_ID: checkpoint.run_id},
+            properties or {props.BATCH_ID: checkpoint.batch_id, props.RUN_ID: checkpoint.run_id},
         )
         operations.append(Put(key, marker))
         return operations
