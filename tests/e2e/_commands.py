@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,11 +18,9 @@ from conftest import REPO_ROOT, Lake, service_required
 # The console scripts of the environment running the tests (the project venv: `make setup`).
 BIN = Path(sys.executable).parent
 MELTANO_DIR = REPO_ROOT / ".meltano"
-# What `meltano install` (make plugins) leaves behind: one venv per plugin.
-PLUGIN_EXECUTABLES = (
-    MELTANO_DIR / "extractors" / "tap-spreadsheets" / "venv" / "bin" / "tap-spreadsheets",
-    MELTANO_DIR / "loaders" / "target-iceberg-nessie" / "venv" / "bin" / "target-iceberg-nessie",
-)
+LOADER = "target-iceberg-nessie"
+# The extractor the demo job runs (tap-demo-csv inherits its venv).
+DEMO_EXTRACTOR = "tap-spreadsheets"
 # The copy needs only what `meltano run` reads: the project file, its include_paths and the data.
 PROJECT_FILES = ("meltano.yml", "extractors", "demo")
 # Inherited variables that would redirect Meltano or the loader away from the test's lake.
@@ -78,9 +77,16 @@ def console_script(name: str) -> Path:
     return path
 
 
-def require_meltano_plugins() -> None:
+def plugin_executable(kind: str, name: str, executable: str | None = None) -> Path:
+    """Where `meltano install` (make plugins) puts a plugin's executable: one venv per plugin."""
+    return MELTANO_DIR / kind / name / "venv" / "bin" / (executable or name)
+
+
+def require_meltano_plugins(extractors: Sequence[str] = (DEMO_EXTRACTOR,)) -> None:
     """The plugin venvs must exist: FAIL when CI=true, skip only on a developer machine."""
-    missing = [str(p.relative_to(REPO_ROOT)) for p in PLUGIN_EXECUTABLES if not p.is_file()]
+    wanted = [plugin_executable("loaders", LOADER)]
+    wanted += [plugin_executable("extractors", name) for name in extractors]
+    missing = [str(p.relative_to(REPO_ROOT)) for p in wanted if not p.is_file()]
     if not missing:
         return
     msg = f"Meltano plugins are not installed ({', '.join(missing)} missing); run `make plugins` first"
@@ -129,7 +135,9 @@ class MeltanoProject:
         return self.meltano("run", "--no-install", *blocks, env=env)
 
 
-def copy_meltano_project(root: Path, lake: Lake) -> MeltanoProject:
+def copy_meltano_project(
+    root: Path, lake: Lake, *, extractors: Sequence[str] = (DEMO_EXTRACTOR,)
+) -> MeltanoProject:
     """Copy the project to `root`, reusing the repo's installed plugin venvs.
 
     Why a copy with symlinked venvs, and not the repo itself: Meltano keeps its state and run history
@@ -142,7 +150,7 @@ def copy_meltano_project(root: Path, lake: Lake) -> MeltanoProject:
     ${MELTANO_PROJECT_ROOT}, so in the copy the venv fingerprints differ and Meltano's auto-install
     would rebuild the shared venvs, pointing the repo's loader at the temporary copy.
     """
-    require_meltano_plugins()
+    require_meltano_plugins(extractors)
     root.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = REPO_ROOT / name
@@ -154,3 +162,37 @@ def copy_meltano_project(root: Path, lake: Lake) -> MeltanoProject:
     for kind in ("extractors", "loaders"):
         (root / ".meltano" / kind).symlink_to(MELTANO_DIR / kind, target_is_directory=True)
     return MeltanoProject(root=root, lake=lake)
+
+
+REDIRECT_DIR = REPO_ROOT / "tests" / "fakes" / "redirect"
+
+
+def redirect_extractor(project: MeltanoProject, extractor: str, redirects: Mapping[str, str]) -> None:
+    """TEST ONLY: run `extractor` of the copied project with its API hosts sent to local fakes.
+
+    The copy's plugin definition gets a wrapper script as its executable; the wrapper puts
+    tests/fakes/redirect (a `sitecustomize`) on PYTHONPATH and names the redirects in
+    INGEST_TEST_REDIRECT, then execs the real tap. Meltano drops an inherited PYTHONPATH, and the
+    repo's own plugin definitions and venvs are untouched, so production never has the redirection.
+    Variants that `inherit_from` the extractor inherit the wrapper.
+    """
+    files = (project.root / "extractors").glob("*.meltano.yml")
+    definitions = [f for f in files if f"name: {extractor}\n" in f.read_text(encoding="utf-8")]
+    assert len(definitions) == 1, f"{extractor} must be defined in exactly one extractors/*.meltano.yml"
+    text = definitions[0].read_text(encoding="utf-8")
+    block = text.index(f"name: {extractor}\n")
+    executable = text.index("executable: ", block)
+    line_end = text.index("\n", executable)
+    real_name = text[executable + len("executable: ") : line_end].strip()
+    real = project.root / ".meltano" / "extractors" / extractor / "venv" / "bin" / real_name
+    wrapper = project.root / ".redirect" / extractor
+    wrapper.parent.mkdir(exist_ok=True)
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH='{REDIRECT_DIR}' INGEST_TEST_REDIRECT='{json.dumps(dict(redirects))}' "
+        f'exec "{real}" "$@"\n',
+        encoding="utf-8",
+    )
+    wrapper.chmod(0o755)
+    redirected = text[:executable] + f"executable: {wrapper}" + text[line_end:]
+    definitions[0].write_text(redirected, encoding="utf-8")
