@@ -12,7 +12,7 @@ export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_COMPILE_BYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup plugins demo test lint typecheck nessie bench clean-lake clean
+.PHONY: setup plugins services demo test lint typecheck nessie bench clean-lake clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -45,7 +45,12 @@ demo: plugins
 	$(BIN)/meltano run demo
 	$(BIN)/ingest tables --sample 3
 
-test: plugins lint typecheck
+# The database servers the extractor tests start on loopback (Debian packages; root installs the
+# missing ones, nothing happens when all are there).
+services: setup
+	$(BIN)/python -m devstack.install_services
+
+test: plugins services lint typecheck
 	$(BIN)/pytest
 
 lint: setup
