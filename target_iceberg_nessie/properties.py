@@ -12,6 +12,9 @@ RUN_ID: Final = "ingest.run-id"
 BATCH_ID: Final = "ingest.batch-id"
 BATCH_SEQ: Final = "ingest.batch-seq"
 STREAM: Final = "ingest.stream"
+RECORDS_LOADED: Final = "ingest.records-loaded"  # records of the checkpoint (added-records also counts
+# the rows an upsert or overwrite rewrote)
+ROWS_REPLACED: Final = "ingest.rows-replaced"  # committed rows an upsert replaced by newer records
 SINGER_STATE: Final = "ingest.singer-state"
 SINGER_STATE_LOCATION: Final = "ingest.singer-state-location"
 TENANT: Final = "ingest.tenant"

@@ -199,7 +199,7 @@ class WapPublisher:
             before = self.client.content(fork_ref, sink.identifier)
             stop = before.get("snapshotId") if before else None
             snapshots = run_snapshots(table, stop)
-            landed = sum(int(s.summary.get("added-records", "0")) for s in snapshots if s.summary)
+            landed = sum(_records_loaded(s.summary) for s in snapshots if s.summary)
             received = sink.tally.records_read
             if sink.contract is not None:  # rows a contract quarantined or dropped do not land here
                 received -= sink.contract.report.quarantined + sink.contract.report.dropped
@@ -369,3 +369,8 @@ def duplicate_keys(table: Table, snapshots: Sequence[Any], keys: Sequence[str]) 
 def _read_columns(table: Table, path: str, columns: Sequence[str]) -> pa.Table:
     with table.io.new_input(path).open() as handle:
         return pq.read_table(handle, columns=list(columns))
+
+
+def _records_loaded(summary: Mapping[str, str]) -> int:
+    """The records a snapshot loaded; an upsert's added-records also counts the rows it rewrote."""
+    return int(summary.get(props.RECORDS_LOADED) or summary.get("added-records") or 0)

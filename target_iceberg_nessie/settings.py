@@ -49,6 +49,8 @@ CONTRACT_ENFORCEMENT: Final = "contract_enforcement"
 CONTRACT_SCHEMA_EVOLUTION: Final = "contract_schema_evolution"
 TABLE_PROPERTIES: Final = "table_properties"
 PUBLISH_MODES: Final = ("direct", "wap")
+WRITE_MODE: Final = "write_mode"
+WRITE_MODES: Final = ("append", "upsert", "overwrite")
 
 # Seconds: a number, or its text (how Meltano passes a setting given by an environment variable).
 _SECONDS: Final = th.CustomType({"type": ["number", "string"], "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*$"})
@@ -132,6 +134,17 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         "`<tenant>/run-<run_id>`, audits it at the end (row counts, unique keys) and merges it into "
         "`branch` in one commit carrying the final state; STATE is emitted only then. A failed audit "
         "publishes nothing and keeps the run branch for inspection.",
+    ),
+    th.Property(
+        WRITE_MODE,
+        th.StringType(allowed_values=list(WRITE_MODES)),
+        default="append",
+        description="`append`: every record is a new row. `upsert`: a record replaces the row with the "
+        "same key (the contract's primary key, else the stream's key_properties), so a replayed or "
+        "re-read record (incremental boundaries, lookback windows, retried runs) is stored once; the "
+        "latest record of a key within a checkpoint wins. Files holding replaced rows are rewritten "
+        "in the same commit (copy-on-write). `overwrite`: the run's first checkpoint of each table "
+        "replaces its rows (full refresh); later checkpoints append.",
     ),
     th.Property(
         CATALOG_NAME,
@@ -226,7 +239,7 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
 
 # Settings of singer-sdk's own sinks that users carry over from other targets, and what to use here.
 _SDK_SINK_SETTINGS: Final = {
-    "load_method": "tables are appended to; other write modes come with data contracts",
+    "load_method": "use write_mode (append, upsert or overwrite)",
     "add_record_metadata": "Singer metadata columns are not added",
     "batch_size_rows": "use batch_max_records",
     "validate_records": "records are checked per batch against their column types",
@@ -314,6 +327,7 @@ class TargetSettings:
     contract_enforcement: str | None = None
     contract_schema_evolution: str | None = None
     table_properties: Mapping[str, str] = field(default_factory=dict)
+    write_mode: str = "append"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -374,4 +388,5 @@ class TargetSettings:
             contract_enforcement=config.get(CONTRACT_ENFORCEMENT) or None,
             contract_schema_evolution=config.get(CONTRACT_SCHEMA_EVOLUTION) or None,
             table_properties={str(k): str(v) for k, v in (config.get(TABLE_PROPERTIES) or {}).items()},
+            write_mode=_choice(config, WRITE_MODE, WRITE_MODES, "append"),
         )

@@ -26,12 +26,20 @@ from target_iceberg_nessie.catalogs import CheckpointCatalog, TableChange
 from target_iceberg_nessie.contracts.enforce import REJECTED_SCHEMA, Outcome, StreamContract
 from target_iceberg_nessie.convert import conform_table
 from target_iceberg_nessie.decode import RecordDecoder
-from target_iceberg_nessie.errors import CommitConflictError, SchemaEvolutionError
+from target_iceberg_nessie.errors import CommitConflictError, ConfigError, SchemaEvolutionError
 from target_iceberg_nessie.naming import table_identifier
 from target_iceberg_nessie.schema import StreamShape, stream_shape
 from target_iceberg_nessie.settings import TargetSettings
 from target_iceberg_nessie.snapshots import append_snapshot
 from target_iceberg_nessie.staging import DataFileWriter, StagingThread, field_ids
+from target_iceberg_nessie.upsert import (
+    Rewrite,
+    all_rows,
+    latest_per_key,
+    overwrite_snapshot,
+    rows_to_replace,
+    staged_keys,
+)
 
 
 @dataclass
@@ -40,6 +48,7 @@ class StreamTally:
 
     records_read: int = 0
     rows_committed: int = 0
+    rows_replaced: int = 0  # committed rows replaced by newer records (upsert) or a full refresh
     files_committed: int = 0
     bytes_committed: int = 0
     snapshot_ids: list[int] = field(default_factory=list)
@@ -92,6 +101,9 @@ class IcebergSink:
         self.tally = StreamTally()
         self.in_doubt = False  # a commit of the staged files was sent and its outcome is unknown
         self._attempt: Snapshot | None = None  # the snapshot of the commit being attempted
+        self.write_mode = settings.write_mode  # a rejects table is always appended to
+        self._rewrite = Rewrite()  # upsert/overwrite: committed files the attempt replaces
+        self._replaced_all = False  # overwrite: the run's first checkpoint replaced the table's rows
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -104,10 +116,24 @@ class IcebergSink:
         if self.contract is not None:
             loaded, self.discarded = self.contract.apply_policy(schema)
         shape = stream_shape(loaded, key_properties)
+        if self.write_mode == "upsert" and not self._upsert_keys(shape):
+            msg = (
+                f"write_mode 'upsert' needs a key, and stream {self.stream!r} has none: the tap sends no "
+                "key_properties and no contract names a primary key. Add `primaryKey: true` columns to "
+                "its contract (or key_properties in the tap's metadata), or use write_mode 'append'"
+            )
+            raise ConfigError(msg)
         self._evolve(shape)
         self.shape = shape
         self._raw_schema = schema
         self._decoder = RecordDecoder(self.stream, shape)
+
+    def _upsert_keys(self, shape: StreamShape | None = None) -> tuple[str, ...]:
+        """The columns a record replaces a row by: the contract's primary key, else the tap's keys."""
+        if self.contract is not None and self.contract.contract.primary_key:
+            return self.contract.contract.primary_key
+        shape = shape or self.shape
+        return shape.key_properties if shape is not None else ()
 
     def _table_properties(self) -> dict[str, str]:
         return {
@@ -254,6 +280,7 @@ class IcebergSink:
             self.rejects = IcebergSink(
                 self.contract.rejected_stream, self.settings, self.catalog, self._staging
             )
+            self.rejects.write_mode = "append"  # every rejected record is kept, with its batch id
             self.rejects.set_schema(REJECTED_SCHEMA, None)
         self.rejects.lines.extend(rejected)
         self.rejects.numbers.extend(range(1, len(rejected) + 1))
@@ -311,12 +338,32 @@ class IcebergSink:
         return self._staged.rows
 
     def table_change(self, snapshot_properties: Mapping[str, str]) -> TableChange:
-        """This table's part of a checkpoint: its staged schema change and one append snapshot."""
+        """This table's part of a checkpoint: its staged schema change and one snapshot (an append,
+        or in upsert/overwrite mode an overwrite that also replaces committed rows)."""
         assert self._working is not None
         metadata = self._working
         if self._staged.files:
-            summary = {**snapshot_properties, props.STREAM: self.stream}
-            metadata = append_snapshot(metadata, self._staged.files, self.io(metadata), summary)
+            summary = {
+                **snapshot_properties,
+                props.STREAM: self.stream,
+                props.RECORDS_LOADED: str(self._staged.rows),
+            }
+            io = self.io(metadata)
+            if self.write_mode == "upsert":
+                metadata = self._upsert(metadata, io, summary)
+            elif self.write_mode == "overwrite" and not self._replaced_all:
+                self._rewrite = Rewrite(deleted=all_rows(metadata, io))
+                self._rewrite.rows_replaced = sum(f.record_count for f in self._rewrite.deleted)
+                metadata = overwrite_snapshot(
+                    self.identifier,
+                    metadata,
+                    io=io,
+                    deleted=self._rewrite.deleted,
+                    added=self._staged.files,
+                    summary_properties=summary,
+                )
+            else:
+                metadata = append_snapshot(metadata, self._staged.files, io, summary)
             self._attempt = metadata.current_snapshot()
         base = self._base
         return TableChange(
@@ -326,11 +373,42 @@ class IcebergSink:
             base_updated_ms=base.metadata.last_updated_ms if base is not None else 0,
         )
 
+    def _upsert(self, metadata: TableMetadata, io: FileIO, summary: dict[str, str]) -> TableMetadata:
+        """An overwrite snapshot: the staged rows (latest per key) replace the committed rows with
+        their keys; committed files holding such rows are rewritten without them."""
+        keys = self._upsert_keys()
+        latest = latest_per_key(io, self._staged.files, keys, metadata, self.settings.run_id)
+        if latest is not None:  # a key repeats within the checkpoint: keep its last record only
+            for old in self._staged.files:
+                with contextlib.suppress(OSError):
+                    io.delete(old.file_path)
+            self._staged.files = [f.data_file for f in latest]
+        self._rewrite = rows_to_replace(
+            metadata, io, staged_keys(metadata, io, self._staged.files, keys), keys, self.settings.run_id
+        )
+        summary[props.ROWS_REPLACED] = str(self._rewrite.rows_replaced)
+        return overwrite_snapshot(
+            self.identifier,
+            metadata,
+            io=io,
+            deleted=self._rewrite.deleted,
+            added=[*self._staged.files, *(f.data_file for f in self._rewrite.added)],
+            summary_properties=summary,
+        )
+
+    def _delete_rewrite(self) -> None:
+        """Files rewritten for an attempt that did not land (a retry computes them again)."""
+        rewrite, self._rewrite = self._rewrite, Rewrite()
+        for path in rewrite.paths:
+            with contextlib.suppress(OSError):
+                (self._io or load_file_io({}, path)).delete(path)
+
     def prepare_retry(self) -> None:
         """After a conflict (the commit surely did not land): delete the failed attempt's manifest
         and manifest list, reload the table and re-apply the schema; staged data files are kept."""
         assert self.shape is not None
         self._delete_attempt()
+        self._delete_rewrite()
         self._working = None
         self._evolve(self.shape)
         self._dirty = True
@@ -362,6 +440,10 @@ class IcebergSink:
         """The checkpoint landed: the staged work is now the table's committed state, which is
         `metadata` at `location` as the catalog wrote it (read back only when not given)."""
         self.tally.rows_committed += self._staged.rows
+        self.tally.rows_replaced += self._rewrite.rows_replaced
+        if self._staged.files:
+            self._replaced_all = True
+        self._rewrite = Rewrite()
         self.tally.files_committed += len(self._staged.files)
         self.tally.bytes_committed += sum(f.file_size_in_bytes for f in self._staged.files)
         if snapshot_id is not None:
@@ -387,6 +469,7 @@ class IcebergSink:
         paths = [] if self.in_doubt else [f.file_path for f in self._staged.files]
         if not self.in_doubt:
             self._delete_attempt()
+            self._delete_rewrite()
         for future in self._pending:
             with contextlib.suppress(Exception):
                 future.result()

@@ -178,6 +178,7 @@ class DataFileWriter:
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
+        data_file.spec_id = metadata.default_spec_id  # not in the struct; snapshot producers read it
         self.written.append(StagedFile(data_file, opened.rows, field_ids(metadata.schema())))
 
     def abandon(self) -> None:
