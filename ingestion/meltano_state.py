@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 from meltano.core.state_store.base import MeltanoState, StateStoreManager
 from meltano.core.state_store.filesystem import LocalFilesystemStateStoreManager
 
+from ingestion.lookback import ENV as LOOKBACK_ENV
+from ingestion.lookback import parse_lookback, rewind
 from target_iceberg_nessie.catalogs import CommittedState, open_catalog
 from target_iceberg_nessie.errors import TargetError
 from target_iceberg_nessie.state_store import MELTANO_DIR, StateStore
@@ -92,6 +94,13 @@ class CatalogStateStoreManager(StateStoreManager):
     # -- reconciled reads ------------------------------------------------------------------------
 
     def get(self, state_id: str) -> MeltanoState | None:
+        served = self._reconciled(state_id)
+        lookback = os.environ.get(LOOKBACK_ENV)
+        if served is None or not lookback or _explicit_state_command(sys.argv):
+            return served
+        return _with_lookback(served, lookback)
+
+    def _reconciled(self, state_id: str) -> MeltanoState | None:
         saved = self.files.get(state_id)
         binding = self.store.binding(state_id)
         if binding is None:
@@ -147,3 +156,31 @@ class CatalogStateStoreManager(StateStoreManager):
         committed = self._committed(binding)
         document = {"state_id": state_id, "batch_id": committed.batch_id if committed else None}
         self.store.bind(state_id, document, _OVERRIDES)
+
+
+def _with_lookback(served: MeltanoState, lookback: str) -> MeltanoState:
+    """The served state with every bookmark moved back by the run's lookback (INGEST_LOOKBACK)."""
+    merged = json.loads(served.json_merged())
+    singer_state = merged.get(_SINGER_STATE)
+    if not isinstance(singer_state, dict):
+        return served
+    rewound, changes, skipped = rewind(singer_state, parse_lookback(lookback))
+    for change in changes:
+        logger.warning(
+            "lookback %s: stream %s bookmark %s rewound from %s to %s",
+            lookback,
+            change.stream,
+            change.key,
+            change.before,
+            change.after,
+        )
+    for skip in skipped:
+        logger.warning(
+            "lookback %s does not apply to stream %s bookmark %s=%r (%s)",
+            lookback,
+            skip.stream,
+            skip.key,
+            skip.value,
+            skip.reason,
+        )
+    return MeltanoState(state_id=served.state_id, completed_state={_SINGER_STATE: rewound}, partial_state={})
