@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["services"]  # fixtures for real services (tests/services.py)
+pytest_plugins = ["services", "services_db", "services_s3"]  # real services (tests/services*.py)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SINGER_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "singer"
