@@ -150,6 +150,7 @@ def open_lake(location: LakeLocation) -> Iterator[CheckpointCatalog]:
             create=False,
             branch=ref,
             token=location.nessie_token,
+            io_properties=location.io_properties,
         )
         try:
             yield catalog

@@ -35,6 +35,7 @@ from meltano.core.state_store.filesystem import LocalFilesystemStateStoreManager
 
 from ingestion.lookback import ENV as LOOKBACK_ENV
 from ingestion.lookback import parse_lookback, rewind
+from ingestion.paths import warehouse_io_properties
 from target_iceberg_nessie.catalogs import CommittedState, open_catalog
 from target_iceberg_nessie.errors import TargetError
 from target_iceberg_nessie.state_store import MELTANO_DIR, StateStore
@@ -142,6 +143,7 @@ class CatalogStateStoreManager(StateStoreManager):
                 warehouse=str(binding.get("warehouse") or ""),
                 branch=str(binding.get("branch") or "main"),
                 token=os.environ.get("TARGET_ICEBERG_NESSIE_NESSIE_TOKEN"),
+                io_properties=warehouse_io_properties(str(binding.get("warehouse") or "")),
             ) as catalog:
                 return catalog.committed_state(str(binding["pipeline_id"]))
         except TargetError as error:

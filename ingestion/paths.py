@@ -18,6 +18,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from ingestion.errors import ConfigError
+from target_iceberg_nessie.settings import S3_SETTINGS, io_properties
 
 PROJECT_ROOT_ENV: Final = "MELTANO_PROJECT_ROOT"
 CATALOG_NAME: Final = "ingest"
@@ -71,6 +72,16 @@ def sqlite_file(catalog_uri: str) -> Path | None:
     return Path(match["path"]).expanduser().resolve()
 
 
+def warehouse_io_properties(warehouse: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """FileIO properties of an s3:// warehouse from the environment: INGEST_S3_* first, then the
+    target's TARGET_ICEBERG_NESSIE_S3_* (endpoint, region, access key id, secret, path style)."""
+    config = {
+        key: from_env((f"INGEST_{key.upper()}", f"TARGET_ICEBERG_NESSIE_{key.upper()}"), environ)
+        for key in S3_SETTINGS
+    }
+    return io_properties(config, warehouse)
+
+
 def from_env(names: Sequence[str], environ: Mapping[str, str] | None = None) -> str | None:
     """The first of `names` set (non-empty) in the environment."""
     env = os.environ if environ is None else environ
@@ -96,6 +107,7 @@ class LakeLocation:
     nessie_uri: str | None = None
     ref: str = DEFAULT_REF  # a branch, a tag or `<name>@<hash>` (Nessie)
     nessie_token: str | None = field(default=None, repr=False)  # sent to Nessie, never shown
+    io_properties: Mapping[str, str] = field(default_factory=dict, repr=False)  # S3 credentials
     project: Path | None = None  # the project it was resolved for (its state store is next to it)
 
     @property
@@ -155,11 +167,12 @@ class LakeLocation:
             )
             raise ConfigError(msg)
         catalog_uri = catalog_uri or from_env(CATALOG_URI_ENV, environ) or default_catalog_uri(root)
+        io = warehouse_io_properties(warehouse, environ)
         if kind == SQL:
             if ref is not None:
                 msg = f"--ref {ref!r} names a Nessie reference; add --catalog-type nessie --nessie-uri URI"
                 raise ConfigError(msg)
-            return cls(catalog_uri, warehouse, catalog_name, project=root)
+            return cls(catalog_uri, warehouse, catalog_name, project=root, io_properties=io)
         nessie_uri = nessie_uri or from_env(NESSIE_URI_ENV, environ)
         if not nessie_uri:
             msg = (
@@ -176,4 +189,5 @@ class LakeLocation:
             ref=ref or from_env(REF_ENV, environ) or DEFAULT_REF,
             nessie_token=from_env(NESSIE_TOKEN_ENV, environ),
             project=root,
+            io_properties=io,
         )

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pyiceberg.io import load_file_io
-
 from target_iceberg_nessie import properties as props
 from target_iceberg_nessie.catalogs import Checkpoint, CheckpointCatalog, CommitResult
 from target_iceberg_nessie.errors import CommitConflictError, CommitOutcomeUnknownError
@@ -68,7 +66,7 @@ class CommitCoordinator:
             f"{self.settings.warehouse.rstrip('/')}/_ingest/state/{self.settings.pipeline_id}/"
             f"{checkpoint.batch_id.replace(':', '-')}.json"
         )
-        output = load_file_io({}, location).new_output(location)
+        output = self.catalog.file_io(location).new_output(location)
         with output.create(overwrite=True) as handle:
             handle.write(encoded.encode())
         return {props.SINGER_STATE_LOCATION: location}

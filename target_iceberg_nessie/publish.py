@@ -258,6 +258,7 @@ class WapPublisher:
             branch=f"{run_head.name}@{run_head.hash}",
             token=self.settings.nessie_token,
             timeout=self.settings.nessie_timeout_seconds,
+            io_properties=catalog.io_properties,
         ) as at_head:
             audit = self.audit(at_head, sinks)
         for check in audit.checks:

@@ -49,6 +49,20 @@ CONTRACT_ENFORCEMENT: Final = "contract_enforcement"
 CONTRACT_SCHEMA_EVOLUTION: Final = "contract_schema_evolution"
 TABLE_PROPERTIES: Final = "table_properties"
 PUBLISH_MODES: Final = ("direct", "wap")
+S3_ENDPOINT: Final = "s3_endpoint"
+S3_REGION: Final = "s3_region"
+S3_ACCESS_KEY_ID: Final = "s3_access_key_id"
+S3_SECRET_ACCESS_KEY: Final = "s3_secret_access_key"  # noqa: S105 - the setting's name, not a secret
+S3_SESSION_TOKEN: Final = "s3_session_token"  # noqa: S105 - the setting's name, not a secret
+S3_PATH_STYLE: Final = "s3_path_style"
+S3_SETTINGS: Final = (
+    S3_ENDPOINT,
+    S3_REGION,
+    S3_ACCESS_KEY_ID,
+    S3_SECRET_ACCESS_KEY,
+    S3_SESSION_TOKEN,
+    S3_PATH_STYLE,
+)
 WRITE_MODE: Final = "write_mode"
 WRITE_MODES: Final = ("append", "upsert", "overwrite")
 
@@ -73,6 +87,28 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
     ),
     th.Property(
         BRANCH, th.StringType, default="main", description="Nessie branch the checkpoints commit to."
+    ),
+    th.Property(
+        S3_ENDPOINT,
+        th.StringType,
+        description="S3-compatible endpoint of an s3:// warehouse (e.g. http://127.0.0.1:9000 for MinIO "
+        "or SeaweedFS); unset: AWS S3.",
+    ),
+    th.Property(S3_REGION, th.StringType, description="Region of the warehouse bucket (default us-east-1)."),
+    th.Property(
+        S3_ACCESS_KEY_ID,
+        th.StringType,
+        secret=True,
+        description="Access key id for the s3:// warehouse; unset: the AWS default credential chain.",
+    ),
+    th.Property(S3_SECRET_ACCESS_KEY, th.StringType, secret=True, description="Secret access key."),
+    th.Property(S3_SESSION_TOKEN, th.StringType, secret=True, description="Session token (temporary keys)."),
+    th.Property(
+        S3_PATH_STYLE,
+        th.BooleanType,
+        default=True,
+        description="Path-style requests (http://endpoint/bucket/key), which S3-compatible servers need; "
+        "false: virtual-hosted style (http://bucket.endpoint/key).",
     ),
     th.Property(
         BRANCH_FROM,
@@ -296,6 +332,40 @@ def _choice(config: Mapping[str, Any], key: str, choices: Sequence[str], default
     return value
 
 
+def _flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = config.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):  # from an environment variable
+        if value.strip().lower() in {"true", "1", "yes"}:
+            return True
+        if value.strip().lower() in {"false", "0", "no"}:
+            return False
+        msg = f"setting '{key}' must be true or false, got {value!r}"
+        raise ConfigError(msg)
+    return bool(value)
+
+
+def io_properties(config: Mapping[str, Any], warehouse: str) -> dict[str, str]:
+    """pyiceberg FileIO properties for the warehouse from the s3_* settings."""
+    found = {
+        "s3.endpoint": config.get(S3_ENDPOINT),
+        "s3.region": config.get(S3_REGION),
+        "s3.access-key-id": config.get(S3_ACCESS_KEY_ID),
+        "s3.secret-access-key": config.get(S3_SECRET_ACCESS_KEY),
+        "s3.session-token": config.get(S3_SESSION_TOKEN),
+    }
+    properties = {k: str(v) for k, v in found.items() if v not in (None, "")}
+    if not properties and not warehouse.startswith(("s3://", "s3a://")):
+        return {}
+    if bool(config.get(S3_ACCESS_KEY_ID)) != bool(config.get(S3_SECRET_ACCESS_KEY)):
+        msg = "settings 's3_access_key_id' and 's3_secret_access_key' go together; set both or neither"
+        raise ConfigError(msg)
+    properties.setdefault("s3.region", "us-east-1")
+    properties["s3.force-virtual-addressing"] = str(not _flag(config, S3_PATH_STYLE, True)).lower()
+    return properties
+
+
 @dataclass(frozen=True)
 class TargetSettings:
     catalog_type: str
@@ -328,6 +398,9 @@ class TargetSettings:
     contract_schema_evolution: str | None = None
     table_properties: Mapping[str, str] = field(default_factory=dict)
     write_mode: str = "append"
+    # pyiceberg FileIO properties of the warehouse; they carry credentials, so they are handed to the
+    # FileIO only and never written into table metadata, commits or logs.
+    io_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
@@ -389,4 +462,5 @@ class TargetSettings:
             contract_schema_evolution=config.get(CONTRACT_SCHEMA_EVOLUTION) or None,
             table_properties={str(k): str(v) for k, v in (config.get(TABLE_PROPERTIES) or {}).items()},
             write_mode=_choice(config, WRITE_MODE, WRITE_MODES, "append"),
+            io_properties=io_properties(config, warehouse),
         )

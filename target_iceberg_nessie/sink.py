@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyiceberg.exceptions import ValidationError
-from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import StagedTable, Table
@@ -225,7 +225,7 @@ class IcebergSink:
 
     def io(self, metadata: TableMetadata) -> FileIO:
         if self._io is None:
-            self._io = load_file_io(dict(metadata.properties), metadata.location)
+            self._io = self.catalog.file_io(metadata.location, metadata.properties)
         return self._io
 
     # -- records -----------------------------------------------------------------------------
@@ -401,7 +401,7 @@ class IcebergSink:
         rewrite, self._rewrite = self._rewrite, Rewrite()
         for path in rewrite.paths:
             with contextlib.suppress(OSError):
-                (self._io or load_file_io({}, path)).delete(path)
+                (self._io or self.catalog.file_io(path)).delete(path)
 
     def prepare_retry(self) -> None:
         """After a conflict (the commit surely did not land): delete the failed attempt's manifest
@@ -482,7 +482,7 @@ class IcebergSink:
             self._writer = None
         for path in dict.fromkeys(paths):
             with contextlib.suppress(OSError):
-                (self._io or load_file_io({}, path)).delete(path)
+                (self._io or self.catalog.file_io(path)).delete(path)
         self._staged = _Staged()
         self.lines, self.numbers, self.buffered_bytes = [], [], 0
         self._outcomes = []

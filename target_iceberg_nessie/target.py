@@ -101,6 +101,7 @@ class TargetIcebergNessie(Target):
                 branch_from=branch_from,
                 token=self.settings.nessie_token,
                 timeout=self.settings.nessie_timeout_seconds,
+                io_properties=self.settings.io_properties,
             )
         return self._catalog
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from target_iceberg_nessie.catalogs.base import (
     Checkpoint,
     CheckpointCatalog,
@@ -25,16 +27,20 @@ def open_catalog(
     branch_from: str | None = None,
     token: str | None = None,
     timeout: float = 30.0,
+    io_properties: Mapping[str, str] | None = None,
 ) -> CheckpointCatalog:
     """Open the catalog a target (`create=True`) or a reader of its tables is configured for.
 
     `uri`: the SQLAlchemy URL (sql) or the Nessie REST API v2 base URI (nessie). A Nessie reader
-    may name a tag or `<reference>@<hash>` as `branch`; a writer needs a branch.
+    may name a tag or `<reference>@<hash>` as `branch`; a writer needs a branch. `io_properties`:
+    pyiceberg FileIO properties of the warehouse (an S3 endpoint and its credentials).
     """
     if catalog_type == "sql":
         from target_iceberg_nessie.catalogs.sql import EmbeddedCatalog  # noqa: PLC0415 - lazy backend
 
-        return EmbeddedCatalog(name=name, uri=uri, warehouse=warehouse, create=create)
+        return EmbeddedCatalog(
+            name=name, uri=uri, warehouse=warehouse, create=create, io_properties=io_properties
+        )
     if catalog_type == "nessie":
         from target_iceberg_nessie.catalogs.nessie import NessieCatalog  # noqa: PLC0415 - lazy backend
 
@@ -47,6 +53,7 @@ def open_catalog(
             token=token,
             writable=create,
             timeout=timeout,
+            io_properties=io_properties,
         )
     msg = f"catalog_type {catalog_type!r} is not supported; use one of: {', '.join(CATALOG_TYPES)}"
     raise ConfigError(msg)

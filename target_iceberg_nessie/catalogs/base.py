@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.io import load_file_io
+from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import pyarrow_to_schema
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -144,6 +144,13 @@ class CheckpointCatalog(abc.ABC):
     name: str
     warehouse: str  # root of new tables' locations
     iceberg: Catalog  # the pyiceberg catalog, for readers and for staged tables
+    # FileIO properties for the warehouse (s3.endpoint, s3.access-key-id, ...): never written into
+    # table metadata, so credentials stay out of the catalog.
+    io_properties: Mapping[str, str] = {}
+
+    def file_io(self, location: str, table_properties: Mapping[str, str] | None = None) -> FileIO:
+        """The FileIO for `location` (a table's own properties may tune it)."""
+        return load_file_io({**(table_properties or {}), **self.io_properties}, location)
 
     @abc.abstractmethod
     def load_table(self, identifier: Identifier) -> Table | None:
@@ -170,13 +177,11 @@ class CheckpointCatalog(abc.ABC):
             properties=dict(properties),
         )
 
-    @classmethod
-    def write_metadata(cls, change: TableChange) -> str:
+    def write_metadata(self, change: TableChange) -> str:
         """Write the change's metadata JSON (next version, with a metadata-log entry for its base)."""
-        return cls.write_metadata_file(change)[0]
+        return self.write_metadata_file(change)[0]
 
-    @staticmethod
-    def write_metadata_file(change: TableChange) -> tuple[str, TableMetadata]:
+    def write_metadata_file(self, change: TableChange) -> tuple[str, TableMetadata]:
         """`write_metadata`, also returning the metadata exactly as written (the writer keeps it as
         the table's state after the commit instead of reading it back)."""
         metadata, version = change.metadata, 0
@@ -189,15 +194,14 @@ class CheckpointCatalog(abc.ABC):
             version = int(found.group(1)) + 1 if found else 0
         provider = load_location_provider(metadata.location, metadata.properties)
         location = provider.new_table_metadata_file_location(version)
-        ToOutputFile.table_metadata(metadata, load_file_io({}, location).new_output(location))
+        ToOutputFile.table_metadata(metadata, self.file_io(location).new_output(location))
         return location, metadata
 
-    @staticmethod
-    def delete_quietly(locations: Sequence[str]) -> None:
+    def delete_quietly(self, locations: Sequence[str]) -> None:
         """Delete files of a commit that surely did not land (best effort)."""
         for location in locations:
             with contextlib.suppress(OSError):
-                load_file_io({}, location).delete(location)
+                self.file_io(location).delete(location)
 
     @abc.abstractmethod
     def commit_checkpoint(self, changes: Sequence[TableChange], checkpoint: Checkpoint) -> CommitResult:

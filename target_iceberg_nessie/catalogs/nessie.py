@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyiceberg.catalog.noop import NoopCatalog
-from pyiceberg.io import load_file_io
 from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from pyiceberg.typedef import Identifier
@@ -69,6 +68,7 @@ class NessieCatalog(CheckpointCatalog):
         token: str | None = None,
         writable: bool = True,
         timeout: float = 30.0,
+        io_properties: Mapping[str, str] | None = None,
     ):
         """`branch`: the branch to commit to; a reader (`writable` False) may also name a tag or
         `<reference>@<hash>` to read the tables as of that commit."""
@@ -77,6 +77,7 @@ class NessieCatalog(CheckpointCatalog):
             raise ConfigError(msg)
         self.name = name
         self.warehouse = warehouse.rstrip("/")
+        self.io_properties = dict(io_properties or {})
         self.branch, _, pinned = branch.partition("@")
         self.writable = writable
         self.client = NessieClient(uri, token=token, timeout=timeout)
@@ -129,7 +130,7 @@ class NessieCatalog(CheckpointCatalog):
             return None
         self._content_ids[identifier] = content["id"]
         location = content["metadataLocation"]
-        io = load_file_io({}, location)
+        io = self.file_io(location)
         metadata = FromInputFile.table_metadata(io.new_input(location))
         return Table(identifier, metadata=metadata, metadata_location=location, io=io, catalog=self.iceberg)
 
@@ -182,7 +183,7 @@ class NessieCatalog(CheckpointCatalog):
             loaded: Mapping[str, Any] = json.loads(inline)
             return loaded
         if location := entry.properties.get(props.SINGER_STATE_LOCATION):
-            with load_file_io({}, location).new_input(location).open() as handle:
+            with self.file_io(location).new_input(location).open() as handle:
                 from_file: Mapping[str, Any] = json.loads(handle.read())
                 return from_file
         return None

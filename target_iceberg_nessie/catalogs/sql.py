@@ -8,7 +8,7 @@ the commit log keyed by batch id. Either all of it is visible or none of it is.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,10 +75,19 @@ def _now() -> str:
 class EmbeddedCatalog(CheckpointCatalog):
     """SqlCatalog plus our checkpoint tables, committed together."""
 
-    def __init__(self, name: str, uri: str, warehouse: str, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        warehouse: str,
+        *,
+        create: bool = True,
+        io_properties: Mapping[str, str] | None = None,
+    ) -> None:
         """Open the catalog; `create=False` (readers) neither creates the database nor its tables."""
         self.name = name
         self.warehouse = warehouse.rstrip("/")
+        self.io_properties = dict(io_properties or {})
         if uri.startswith("sqlite:///"):
             path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
             if not create and not path.exists():
@@ -89,7 +98,11 @@ class EmbeddedCatalog(CheckpointCatalog):
             Path(self.warehouse).mkdir(parents=True, exist_ok=True)
         try:
             self.iceberg = SqlCatalog(
-                name, uri=uri, warehouse=self.warehouse, init_catalog_tables=str(create).lower()
+                name,
+                uri=uri,
+                warehouse=self.warehouse,
+                init_catalog_tables=str(create).lower(),
+                **self.io_properties,  # the FileIO of the tables it loads
             )
             self._engine = self.iceberg.engine
             if create:

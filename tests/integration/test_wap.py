@@ -145,9 +145,9 @@ def test_rows_written_to_the_run_branch_by_someone_else_fail_the_row_count(lake:
                         "last_sequence_number": snapshot.sequence_number + 1,
                     }
                 )
-                from target_iceberg_nessie.catalogs.base import CheckpointCatalog, TableChange  # noqa: PLC0415
+                from target_iceberg_nessie.catalogs.base import TableChange  # noqa: PLC0415
 
-                location = CheckpointCatalog.write_metadata(
+                location = lake.catalog().write_metadata(
                     TableChange(loaded.name(), loaded.metadata_location, bumped)
                 )
                 content = client.content(branch, ("acme", "raw", "items"))
