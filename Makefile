@@ -12,7 +12,7 @@ export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_COMPILE_BYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup plugins services demo test lint typecheck nessie bench clean-lake clean
+.PHONY: setup plugins services s3-server devstack-up devstack-down demo test lint typecheck nessie bench clean-lake clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -50,7 +50,12 @@ demo: plugins
 services: setup
 	$(BIN)/python -m devstack.install_services
 
-test: plugins services lint typecheck
+# The S3 server the object-storage tests start on loopback: versitygw, built once with `go install`
+# into ~/.cache/ingestion-devstack (about 3 minutes from an empty Go cache; nothing when built).
+s3-server: setup
+	$(BIN)/python -m devstack.s3 --install-only
+
+test: plugins services s3-server lint typecheck
 	$(BIN)/pytest
 
 lint: setup
@@ -62,6 +67,14 @@ typecheck: setup
 
 nessie: setup
 	$(BIN)/python -m devstack.nessie
+
+# The compose stack's services as local processes (no Docker): S3, Nessie, PostgreSQL, MariaDB,
+# with data, logs and pid files under .devstack/; `up` prints the endpoints and the env to use.
+devstack-up: setup s3-server services
+	$(BIN)/python -m devstack.stack up
+
+devstack-down: setup
+	$(BIN)/python -m devstack.stack down
 
 bench: setup
 	$(BIN)/python bench/run_bench.py --records 1000000

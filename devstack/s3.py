@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -331,7 +332,11 @@ def main() -> None:
         try:
             binary = install()
         except ServiceError as error:
-            raise SystemExit(str(error)) from None
+            if os.environ.get("CI", "").lower() == "true":
+                raise SystemExit(str(error)) from None
+            # A developer machine without Go: the S3 tests skip, saying what to install.
+            print(f"warning: {error}", file=sys.stderr, flush=True)
+            return
         print(f"versitygw {VERSITYGW_VERSION}: {binary} ({time.monotonic() - started:.1f}s)", flush=True)
         return
     server = S3Server(
