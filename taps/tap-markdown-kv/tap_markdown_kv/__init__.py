@@ -1,0 +1,1 @@
+"""Singer tap reading Markdown-KV files with the repository's own parser."""
