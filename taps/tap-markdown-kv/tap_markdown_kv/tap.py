@@ -71,12 +71,13 @@ class MarkdownKVStream(Stream):
 
     def __init__(self, tap: Tap, entry: Mapping[str, Any]) -> None:
         self.entry = entry
+        self.stream_name = str(entry["name"])  # the SDK sets `name` only once the schema is known
         self.root = _folder(entry)
         self.title_property: str | None = entry.get("title_property")
         self.reserved: set[str] = {SOURCE_FILE, RECORD_INDEX, MODIFIED_AT}
         if self.title_property is not None:
             self.reserved.add(self.title_property)
-        super().__init__(tap, schema=self._declared_or_inferred_schema(), name=str(entry["name"]))
+        super().__init__(tap, schema=self._declared_or_inferred_schema(), name=self.stream_name)
         self.primary_keys = list(entry.get("key_properties") or [])
 
     def _declared_or_inferred_schema(self) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class MarkdownKVStream(Stream):
         if declared is not None:
             if not isinstance(declared.get("properties"), Mapping):
                 raise TapMarkdownKVError(
-                    f"stream '{self.entry['name']}': `schema` must be a JSON Schema object with `properties`"
+                    f"stream '{self.stream_name}': `schema` must be a JSON Schema object with `properties`"
                 )
             properties = dict(declared["properties"])
         else:
@@ -112,18 +113,20 @@ class MarkdownKVStream(Stream):
             try:
                 document = parse_document(path.read_text(encoding="utf-8"), source=str(path))
             except UnicodeDecodeError as error:
+                where = f"stream '{self.stream_name}': {path}"
                 raise TapMarkdownKVError(
-                    f"stream '{self.name}': {path} is not UTF-8 text ({error.reason} at byte {error.start})"
+                    f"{where} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
                 ) from error
             except MarkdownKVError as error:
-                raise TapMarkdownKVError(f"stream '{self.name}': {error}") from error
+                raise TapMarkdownKVError(f"stream '{self.stream_name}': {error}") from error
             for index, record in enumerate(document.records):
                 data = dict(record.data)
                 reserved = self.reserved & data.keys()
                 if reserved:
+                    where = f"stream '{self.stream_name}': {path}, line {record.line}"
                     raise TapMarkdownKVError(
-                        f"stream '{self.name}': {path}, line {record.line}: key {sorted(reserved)[0]!r} is "
-                        "set by the tap; rename it in the file (or choose another title_property)"
+                        f"{where}: key {sorted(reserved)[0]!r} is set by the tap; rename it in the file "
+                        "(or choose another title_property)"
                     )
                 if self.title_property is not None:
                     data[self.title_property] = record.title
