@@ -136,14 +136,14 @@ EXPECTED: dict[str, TapStream] = {
             _sdc_filename _sdc_last_modified _sdc_stream country credit_limit customer_id email
             first_name is_active last_name notes phone segment signup_date
         """),
-        "csv_files",
+        "google_drive",
         "quarantine",
     ),
 }
 
 # Connector types the contracts name that registry/connectors.yaml does not declare yet; once one is
 # registered, list its contracts in its `default_contracts` and drop it here.
-NOT_YET_REGISTERED = frozenset({"stripe", "hubspot", "postgres", "mysql", "google_sheets"})
+NOT_YET_REGISTERED = frozenset({"stripe", "hubspot", "postgres", "mysql"})
 
 ALL_FILES = sorted(str(p.relative_to(ASSETS)) for p in contract_files([ASSETS]))
 
