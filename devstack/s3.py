@@ -11,20 +11,16 @@ Why versitygw and not MinIO, SeaweedFS or moto: docs/object-storage.md.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import hmac
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -33,76 +29,17 @@ from urllib.parse import quote
 import httpx
 
 from devstack.nessie import ServiceError, free_port
+from devstack.tools import VERSITYGW, go_install
 
-VERSITYGW_VERSION: Final = "v1.8.0"
-VERSITYGW_PACKAGE: Final = "github.com/versity/versitygw/cmd/versitygw"
 REGION: Final = "us-east-1"
 HEALTH_PATH: Final = "/health"
-# Where the built binary is kept: one folder per version, so a pin change builds the new one.
-CACHE_DIR: Final = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ingestion-devstack"
-GO_INSTALL_TIMEOUT: Final = 1200.0
-
-
-def _find_go() -> str:
-    for candidate in (shutil.which("go"), "/usr/local/go/bin/go", "/usr/lib/go/bin/go"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    msg = f"Go is needed to build the S3 server ({VERSITYGW_PACKAGE}@{VERSITYGW_VERSION}): install Go 1.25+"
-    raise ServiceError(msg)
-
-
-def binary_path() -> Path:
-    """Where the pinned versitygw lives once built ($VERSITYGW_BIN overrides it)."""
-    if override := os.environ.get("VERSITYGW_BIN"):
-        return Path(override)
-    return CACHE_DIR / f"versitygw-{VERSITYGW_VERSION}" / "versitygw"
-
-
-@contextlib.contextmanager
-def _install_lock(folder: Path) -> Iterator[None]:
-    """One build at a time, also across processes (`make s3-server` and a test session)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def install() -> Path:
-    """The pinned versitygw binary, built with `go install` into the cache folder when missing."""
-    binary = binary_path()
-    if binary.is_file():
-        return binary
-    go = _find_go()
-    with _install_lock(binary.parent):
-        if binary.is_file():  # another process built it while we waited
-            return binary
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=binary.parent))
-        try:
-            done = subprocess.run(  # noqa: S603 - fixed arguments, the package is pinned above
-                [
-                    go,
-                    "install",
-                    f"-ldflags=-X main.Version={VERSITYGW_VERSION}",
-                    f"{VERSITYGW_PACKAGE}@{VERSITYGW_VERSION}",
-                ],
-                env={**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"},
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=GO_INSTALL_TIMEOUT,
-            )
-            built = staging / "versitygw"
-            if done.returncode != 0 or not built.is_file():
-                tail = (done.stdout + done.stderr).strip().splitlines()[-6:]
-                msg = f"`go install {VERSITYGW_PACKAGE}@{VERSITYGW_VERSION}` failed: {' | '.join(tail)}"
-                raise ServiceError(msg)
-            built.replace(binary)  # atomic: a reader sees no binary or the whole one
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return binary
+    """The pinned versitygw ($VERSITYGW_BIN, else built into the cache on first use)."""
+    if override := os.environ.get("VERSITYGW_BIN"):
+        return Path(override)
+    return go_install(VERSITYGW)
 
 
 def _supports_user_xattrs(folder: Path) -> bool:
@@ -337,7 +274,7 @@ def main() -> None:
             # A developer machine without Go: the S3 tests skip, saying what to install.
             print(f"warning: {error}", file=sys.stderr, flush=True)
             return
-        print(f"versitygw {VERSITYGW_VERSION}: {binary} ({time.monotonic() - started:.1f}s)", flush=True)
+        print(f"versitygw {VERSITYGW.version}: {binary} ({time.monotonic() - started:.1f}s)", flush=True)
         return
     server = S3Server(
         base_dir=args.base_dir.resolve(),
@@ -347,7 +284,7 @@ def main() -> None:
     ).start()
     for bucket in args.bucket:
         server.create_bucket(bucket)
-    print(f"S3 (versitygw {VERSITYGW_VERSION}) ready at {server.endpoint}, log {server.log_path}", flush=True)
+    print(f"S3 (versitygw {VERSITYGW.version}) ready at {server.endpoint}, log {server.log_path}", flush=True)
     for name, value in server.aws_env().items():
         print(f"export {name}={value}", flush=True)
     try:
