@@ -20,6 +20,7 @@ from singer_sdk.singerlib.encoding import GenericSingerReader
 from target_iceberg_nessie.errors import BadInputError, TargetError
 from target_iceberg_nessie.settings import TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
+from target_iceberg_nessie.storage import storage_error
 
 # Most taps (singer-sdk, singer-python) write "type" then "stream" first; such lines skip decoding.
 _RECORD_PREFIX = b'{"type":"RECORD","stream":"'
@@ -84,7 +85,7 @@ class SingerLineRouter(GenericSingerReader[bytes]):
         decoded: dict[str, Any] = orjson.loads(line)
         return decoded
 
-    def process_lines(  # noqa: PLR0912 - the hot loop is inlined on purpose: no call per record
+    def process_lines(  # noqa: PLR0912, PLR0915 - the hot loop is inlined on purpose: no call per record
         self, file_input: IO[bytes] | None, callbacks: Mapping[str, Callable[[dict[str, Any]], None]]
     ) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -133,6 +134,12 @@ class SingerLineRouter(GenericSingerReader[bytes]):
         except TargetError:
             self.routing.on_failure()
             raise
+        except OSError as error:  # the warehouse's store failed while a batch was staged
+            translated = storage_error(error, settings.warehouse, settings.io_properties)
+            self.routing.on_failure()
+            if translated is None:
+                raise
+            raise translated from error
         finally:
             counts["RECORD"] += records - records_before
             self.line_number, self.records, self.since_checkpoint = number, records, since

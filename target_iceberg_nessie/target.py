@@ -37,6 +37,7 @@ from target_iceberg_nessie.settings import CONFIG_SCHEMA, TargetSettings
 from target_iceberg_nessie.sink import IcebergSink
 from target_iceberg_nessie.staging import StagingThread
 from target_iceberg_nessie.state_store import StateStore, meltano_state_id
+from target_iceberg_nessie.storage import storage_errors
 
 
 class TargetIcebergNessie(Target):
@@ -295,10 +296,11 @@ class TargetIcebergNessie(Target):
 
     def process_endofpipe(self) -> None:
         try:
-            self._check_run_rules()
-            self._checkpoint("end of input")
-            if self._publisher is not None or self.settings.publish == "wap":
-                self._publish()
+            with storage_errors(self.settings.warehouse, self.settings.io_properties):
+                self._check_run_rules()
+                self._checkpoint("end of input")
+                if self._publisher is not None or self.settings.publish == "wap":
+                    self._publish()
         except TargetError:
             self._discard()
             raise

@@ -36,6 +36,8 @@ class Lake:
     nessie_uri: str | None = None
     branch: str = "main"
     opened: list[Any] = field(default_factory=list)  # catalogs the test opened; closed after it
+    s3: Any = None  # a devstack.s3.S3Server: the warehouse is s3://<s3_bucket>/<root's name> on it
+    s3_bucket: str = "warehouse"
 
     @property
     def catalog_type(self) -> str:
@@ -44,6 +46,28 @@ class Lake:
     @property
     def warehouse(self) -> Path:
         return self.root / "warehouse"
+
+    @property
+    def warehouse_uri(self) -> str:
+        """What the target is configured with: the local folder, or the s3:// location."""
+        if self.s3 is None:
+            return str(self.warehouse)
+        return f"s3://{self.s3_bucket}/{self.root.parent.name}-{self.root.name}"
+
+    @property
+    def io_properties(self) -> dict[str, str]:
+        return {} if self.s3 is None else dict(self.s3.fileio_properties())
+
+    @property
+    def s3_settings(self) -> dict[str, str]:
+        if self.s3 is None:
+            return {}
+        return {
+            "s3_endpoint": self.s3.endpoint,
+            "s3_region": self.s3.region,
+            "s3_access_key_id": self.s3.access_key,
+            "s3_secret_access_key": self.s3.secret_key,
+        }
 
     @property
     def catalog_uri(self) -> str:
@@ -58,7 +82,8 @@ class Lake:
         if self.nessie_uri is not None:
             catalog = {"catalog_type": "nessie", "nessie_uri": self.nessie_uri, "branch": self.branch}
         return {
-            "warehouse": str(self.warehouse),
+            "warehouse": self.warehouse_uri,
+            **self.s3_settings,
             **catalog,
             "state_dir": str(self.state_dir),
             "tenant": "acme",
@@ -76,9 +101,10 @@ class Lake:
             self.catalog_type,
             name="ingest",
             uri=self.catalog_uri if self.nessie_uri is None else self.nessie_uri,
-            warehouse=str(self.warehouse),
+            warehouse=self.warehouse_uri,
             create=create,
             branch=branch or self.branch,
+            io_properties=self.io_properties,
         )
         self.opened.append(catalog)
         return catalog
@@ -154,17 +180,28 @@ def read_pyiceberg(lake: Lake, table: str) -> list[dict[str, Any]]:
     return rows
 
 
-def duckdb_connection() -> Any:
-    """DuckDB with the iceberg extension loaded from the PyPI packages (no downloads here)."""
+def duckdb_connection(s3: Any = None) -> Any:
+    """DuckDB with the iceberg extension loaded from the PyPI packages (no downloads here); with
+    `s3` (a devstack.s3.S3Server) also httpfs and a secret that reaches that server."""
     import duckdb  # noqa: PLC0415
     import duckdb_extension_avro  # noqa: PLC0415
+    import duckdb_extension_httpfs  # noqa: PLC0415
     import duckdb_extension_iceberg  # noqa: PLC0415
 
     con = duckdb.connect()
-    for package, name in ((duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")):
+    packages = [(duckdb_extension_avro, "avro"), (duckdb_extension_iceberg, "iceberg")]
+    if s3 is not None:
+        packages.insert(0, (duckdb_extension_httpfs, "httpfs"))
+    for package, name in packages:
         found = list(Path(package.__file__).parent.rglob(f"{name}.duckdb_extension"))
         assert found, f"{name}.duckdb_extension not found in {package.__name__}"
         con.execute(f"LOAD '{found[0]}'")
+    if s3 is not None:
+        con.execute(
+            "CREATE SECRET warehouse (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, URL_STYLE 'path', "
+            "USE_SSL false)",
+            [s3.access_key, s3.secret_key, s3.region, s3.endpoint.removeprefix("http://")],
+        )
     return con
 
 
@@ -172,7 +209,7 @@ def read_duckdb(lake: Lake, table: str) -> list[dict[str, Any]]:
     """Read a table's current snapshot through DuckDB's own Iceberg reader."""
     loaded = lake.catalog().load_table(tuple(table.split(".")))
     assert loaded is not None, f"table {table} does not exist"
-    con = duckdb_connection()
+    con = duckdb_connection(lake.s3)
     cursor = con.execute(f"SELECT * FROM iceberg_scan('{loaded.metadata_location}')")  # noqa: S608 - test path
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -119,7 +119,8 @@ class MeltanoProject:
             }
         return clean_env(
             {
-                "TARGET_ICEBERG_NESSIE_WAREHOUSE": str(self.lake.warehouse),
+                "TARGET_ICEBERG_NESSIE_WAREHOUSE": self.lake.warehouse_uri,
+                **{f"TARGET_ICEBERG_NESSIE_{k.upper()}": v for k, v in self.lake.s3_settings.items()},
                 "TARGET_ICEBERG_NESSIE_STATE_DIR": str(self.lake.state_dir),
                 # Meltano's state backend lives in the loader's state dir (meltano.yml).
                 "MELTANO_STATE_BACKEND_URI": f"ingest://{self.lake.state_dir}",
