@@ -113,7 +113,9 @@ def tap_env(fake: FakeGoogleDrive, key: ServiceAccountKey | None = None) -> dict
         "TAP_GOOGLE_DRIVE_FILES": json.dumps(FILES),
         "TAP_GOOGLE_DRIVE_STREAM_MAPS": json.dumps(STREAM_MAPS),
         "TARGET_ICEBERG_NESSIE_CONTRACTS": json.dumps([str(REPO_ROOT / "assets" / "google_drive")]),
+        # strict: the stream must have a contract, and the contract must name this connector type
         "TARGET_ICEBERG_NESSIE_SOURCE_TYPE": "google_drive",
+        "TARGET_ICEBERG_NESSIE_CONTRACT_MODE": "strict",
     }
 
 
@@ -286,8 +288,9 @@ def test_unknown_service_account_key_is_refused_at_the_token_endpoint(tmp_path: 
     with FakeGoogleDrive() as fake:
         finished, _ = _failed_run(tmp_path, fake, ServiceAccountKey.generate())
         served = [(s.path, s.status) for s in fake.served]
-    assert "Invalid JWT Signature" in finished.stderr, finished.explain()
-    assert f"{EXTRACTOR}: Google refused the service account key" in finished.stderr
+    assert f"{EXTRACTOR}: Google refused the service account key (invalid_grant: Invalid JWT Signature.)" in (
+        finished.stderr
+    ), finished.explain()
     assert "Fix the extractor setting service_account_info" in finished.stderr
     assert served, "the tap asked for a token"
     assert all(s == ("/token", 400) for s in served), served

@@ -138,8 +138,9 @@ def main() -> None:
     try:
         TapGoogleDrive.cli()
     except RefreshError as error:
+        answer = error.args[0] if error.args else error  # the token endpoint's error and description
         _fail(
-            f"{_extractor()}: Google refused the service account key ({error}). Fix the extractor "
+            f"{_extractor()}: Google refused the service account key ({answer}). Fix the extractor "
             f"setting {SERVICE_ACCOUNT_INFO} (a current key of an enabled service account)."
         )
     except HttpError as error:
