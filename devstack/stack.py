@@ -137,14 +137,14 @@ def _run_sql(command: list[str], sql_file: Path, env: dict[str, str]) -> None:
         raise ServiceError(msg)
 
 
-def start_s3(root: Path, credentials: dict[str, str]) -> Running:
+def start_s3(root: Path, credentials: dict[str, str], ports: dict[str, int]) -> Running:
     from devstack.s3 import S3Server  # noqa: PLC0415 - each service module loads only when used
 
     server = S3Server(
         root / "s3",
         access_key=credentials["s3_access_key"],
         secret_key=credentials["s3_secret_key"],
-        port=PORTS["s3"],
+        port=ports["s3"],
     ).start()
     server.create_bucket(WAREHOUSE_BUCKET)
     env = {
@@ -158,24 +158,24 @@ def start_s3(root: Path, credentials: dict[str, str]) -> Running:
     return Running("s3", server.stop, f"{server.endpoint} (bucket {WAREHOUSE_BUCKET})", env)
 
 
-def start_nessie(root: Path, _credentials: dict[str, str]) -> Running:
+def start_nessie(root: Path, _credentials: dict[str, str], ports: dict[str, int]) -> Running:
     server = NessieServer(
         log_path=root / "nessie" / "nessie.log",
         store="ROCKSDB",
         data_dir=root / "nessie" / "rocks",
-        port=PORTS["nessie"],
-        management_port=PORTS["nessie-management"],
+        port=ports["nessie"],
+        management_port=ports["nessie-management"],
     ).start()
     env = {"TARGET_ICEBERG_NESSIE_CATALOG_TYPE": "nessie", "TARGET_ICEBERG_NESSIE_NESSIE_URI": server.uri}
     return Running("nessie", server.stop, server.uri, env)
 
 
-def start_postgres(root: Path, credentials: dict[str, str]) -> Running:
+def start_postgres(root: Path, credentials: dict[str, str], ports: dict[str, int]) -> Running:
     from devstack.postgres import PG_BIN, PostgresServer  # noqa: PLC0415
 
     base = root / "postgres"
     fresh = not (base / "data" / "PG_VERSION").is_file()
-    server = PostgresServer(base, port=PORTS["postgres"], password=credentials["postgres_password"]).start()
+    server = PostgresServer(base, port=ports["postgres"], password=credentials["postgres_password"]).start()
     if fresh:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGPASSWORD": server.password}
         psql = [str(PG_BIN / "psql"), "-q", "-v", "ON_ERROR_STOP=1", "-h", server.host]
@@ -194,12 +194,12 @@ def start_postgres(root: Path, credentials: dict[str, str]) -> Running:
     )
 
 
-def start_mariadb(root: Path, credentials: dict[str, str]) -> Running:
+def start_mariadb(root: Path, credentials: dict[str, str], ports: dict[str, int]) -> Running:
     from devstack.mariadb import MariaDBServer  # noqa: PLC0415
 
     base = root / "mariadb"
     fresh = not (base / "data" / "mysql").is_dir()
-    server = MariaDBServer(base, port=PORTS["mariadb"], password=credentials["mariadb_password"]).start()
+    server = MariaDBServer(base, port=ports["mariadb"], password=credentials["mariadb_password"]).start()
     if fresh:
         client = shutil.which("mariadb") or shutil.which("mysql")
         if client is None:
@@ -219,7 +219,7 @@ def start_mariadb(root: Path, credentials: dict[str, str]) -> Running:
     return Running("mariadb", server.stop, f"mysql://{server.user}@{server.host}:{server.port}/shop", env)
 
 
-STARTERS: Final[dict[str, Callable[[Path, dict[str, str]], Running]]] = {
+STARTERS: Final[dict[str, Callable[[Path, dict[str, str], dict[str, int]], Running]]] = {
     "s3": start_s3,
     "nessie": start_nessie,
     "postgres": start_postgres,
@@ -227,21 +227,25 @@ STARTERS: Final[dict[str, Callable[[Path, dict[str, str]], Running]]] = {
 }
 
 
-def supervise(paths: StackPaths, names: list[str]) -> int:
+def supervise(paths: StackPaths, names: list[str], port_offset: int = 0) -> int:
     """`run`: start the services, write the ready file, and stop them all on SIGTERM/SIGINT."""
     paths.root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        # The databases run as their own system users, which must be able to pass through.
+        paths.root.chmod(paths.root.stat().st_mode | 0o011)
     paths.pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
     credentials = load_credentials(paths)
+    ports = {name: port + port_offset for name, port in PORTS.items()}
     running: list[Running] = []
     status = 0
     try:
         for name in names:
             before = _children(os.getpid())
             print(f"starting {name}", flush=True)
-            service = STARTERS[name](paths.root, credentials)
+            service = STARTERS[name](paths.root, credentials, ports)
             running.append(service)
             for pid in _children(os.getpid()) - before:
                 paths.service_pid(name).write_text(f"{pid}\n{_cmdline(pid)}\n", encoding="utf-8")
@@ -290,14 +294,15 @@ def print_env(ready: dict[str, Any]) -> None:
             print(f"export {key}={shlex.quote(value)}")
 
 
-def up(paths: StackPaths, names: list[str]) -> int:
+def up(paths: StackPaths, names: list[str], port_offset: int = 0) -> int:
     if _supervisor_pid(paths) is not None and paths.ready_file.is_file():
         print(f"the dev stack is already running (pid file {paths.pid_file}):")
         print_ready(json.loads(paths.ready_file.read_text(encoding="utf-8")))
         return 0
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.ready_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "devstack.stack", "--root", str(paths.root), "run", *names]
+    command = [sys.executable, "-m", "devstack.stack", "--root", str(paths.root)]
+    command += ["--port-offset", str(port_offset), "run", *names]
     with paths.log.open("ab") as log:
         supervisor = subprocess.Popen(  # noqa: S603 - this module, with our own arguments
             command,
@@ -362,6 +367,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="data, logs and pid files")
+    parser.add_argument("--port-offset", type=int, default=0, help="added to every port (a second stack)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("up", "run"):
         command = commands.add_parser(name)
@@ -375,8 +381,8 @@ def main() -> None:
         parser.error(f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
     names = [name for name in SERVICES if name in chosen]
     actions: dict[str, Callable[[], int]] = {
-        "up": lambda: up(paths, names),
-        "run": lambda: supervise(paths, names),
+        "up": lambda: up(paths, names, args.port_offset),
+        "run": lambda: supervise(paths, names, args.port_offset),
         "down": lambda: down(paths),
         "status": lambda: _show(paths, print_ready),
         "env": lambda: _show(paths, print_env),
