@@ -57,7 +57,7 @@ def test_the_shipped_registry_validates() -> None:
     loader = registry.connector("iceberg_nessie")
     assert loader.plugin == "target-iceberg-nessie"
     assert loader.roles == (Role.LOADER,)
-    assert loader.catalogs == (CatalogType.SQL,)
+    assert loader.catalogs == (CatalogType.SQL, CatalogType.NESSIE)
     assert [c.id for c in registry.with_role(Role.LOADER)] == ["iceberg_nessie"]
 
 
