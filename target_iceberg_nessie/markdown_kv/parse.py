@@ -256,7 +256,10 @@ class _Parser:
                     return finite_float(raw)
                 except ValueError as error:
                     raise self.error(f"{error}; quote it to keep it as text") from error
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError as error:  # over Python's int-to-text digit limit (4300 by default)
+                raise self.error(f"{error}; quote it to keep it as text") from error
         return raw
 
     def block(self, key: str) -> Any:

@@ -25,6 +25,7 @@ from target_iceberg_nessie.markdown_kv.errors import MarkdownKVRenderError
 from target_iceberg_nessie.markdown_kv.parse import MAX_HEADING_LEVEL
 
 DEFAULT_TITLE: Final = "Record"
+_CHECKED_INT_BITS: Final = 14_000  # below Python's default int-to-text limit of 4300 digits
 
 
 def render_record(record: Mapping[str, Any], *, title: str | None = None, level: int = 1) -> str:
@@ -167,7 +168,10 @@ def _inline(value: Any, path: str) -> str:
 
 def _number(value: float, path: str) -> str:
     if isinstance(value, int):
-        return str(int(value))  # int subclasses (IntEnum) print as their number
+        try:
+            return str(int(value))  # int subclasses (IntEnum) print as their number
+        except ValueError as error:  # over Python's int-to-text digit limit (4300 by default)
+            raise MarkdownKVRenderError(f"{error}; write it as a string", path=path) from error
     if not math.isfinite(value):
         raise MarkdownKVRenderError(
             f"{value!r} is not a JSON number; write it as a string or null", path=path
@@ -177,9 +181,12 @@ def _number(value: float, path: str) -> str:
 
 def _check_json(value: Any, path: str) -> None:
     """Inline JSON must hold only JSON types: json.dumps would turn int keys into text silently."""
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or isinstance(value, str | bool):
         return
-    if isinstance(value, float):
+    if isinstance(value, int):
+        if value.bit_length() > _CHECKED_INT_BITS:
+            _number(value, path)  # json.dumps would fail past the digit limit without a path
+    elif isinstance(value, float):
         _number(value, path)
     elif isinstance(value, Mapping):
         for key, item in value.items():

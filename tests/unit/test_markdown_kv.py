@@ -330,6 +330,7 @@ def test_flattened_shapes() -> None:
         ("# A\na: [1, 2\n", 2, "is inline JSON, and this is not valid JSON"),
         ("# A\na: [NaN]\n", 2, "is inline JSON, and this is not valid JSON: NaN is not a JSON number"),
         ("# A\na: 1e999\n", 2, "too large for a 64-bit float; quote it"),
+        ("# A\na: " + "9" * 5000 + "\n", 2, "limit (4300 digits) for integer string conversion"),
         ("# A\na:\nb: 1\n", 2, "key 'a' has no value"),
         ("# A\na:\n", 2, "key 'a' has no value"),
         ("# A\na:\n```\nx\n", 3, "the fenced block opened here is never closed (a line of 3"),
@@ -359,6 +360,8 @@ def test_each_malformed_construct_is_named_with_its_line(text: str, line: int, m
         ({"a": {1: "x"}}, "record 1.a", "key 1 is a int; Markdown-KV keys are strings"),
         ({"a": [date(2024, 1, 1)]}, "record 1.a[0]", "a date is not JSON-like data"),
         ({"a": b"bytes"}, "record 1.a", "a bytes is not JSON-like data"),
+        ({"a": 10**5000}, "record 1.a", "limit (4300 digits) for integer string conversion"),
+        ({"a": [{"b": 10**5000}]}, "record 1.a[0].b", "limit (4300 digits) for integer string conversion"),
     ],
 )
 def test_data_that_is_not_json_like_is_refused_with_its_path(
