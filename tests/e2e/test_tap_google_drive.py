@@ -10,8 +10,14 @@ HTTP meter in the plugin venv, equal the requests the fake served.
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -23,7 +29,7 @@ import pytest
 from _commands import Finished, MeltanoProject, copy_meltano_project, redirect_extractor
 from conftest import REPO_ROOT, Lake, read_duckdb, read_pyiceberg
 from fakes.base import Fault, Served
-from fakes.google import ServiceAccountKey
+from fakes.google import JWT_BEARER, ServiceAccountKey, rfc3339
 from fakes.google_drive import FakeGoogleDrive
 
 sys.path.insert(0, str(REPO_ROOT / "packages" / "ingest-http-meter" / "src"))
@@ -294,3 +300,117 @@ def test_unknown_service_account_key_is_refused_at_the_token_endpoint(tmp_path: 
     assert "Fix the extractor setting service_account_info" in finished.stderr
     assert served, "the tap asked for a token"
     assert all(s == ("/token", 400) for s in served), served
+
+
+# --- the fake itself follows the documented Drive API (fast; no Meltano) --------------------------
+
+
+def _call(
+    fake: FakeGoogleDrive, path: str, *, bearer: str | None = None, **headers: str
+) -> tuple[int, Any, Any]:
+    request = urllib.request.Request(f"{fake.url}{path}", headers=headers)  # noqa: S310 - the fake on loopback
+    if bearer is not None:
+        request.add_header("Authorization", f"Bearer {bearer}")
+    try:
+        with urllib.request.urlopen(request) as answer:  # noqa: S310 - the fake on loopback
+            body = answer.read()
+            return answer.status, body, answer.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers
+
+
+def _signed_jwt(key: ServiceAccountKey, claims: dict[str, Any], tmp_path: Path) -> str:
+    def part(document: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+    signing_input = f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}"
+    pem = tmp_path / "key.pem"
+    pem.write_text(key.info["private_key"], encoding="ascii")
+    signature = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(pem)],
+        input=signing_input.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+
+
+def test_fake_token_endpoint_verifies_the_service_account_jwt(tmp_path: Path) -> None:
+    with FakeGoogleDrive() as fake:
+        key = fake.service_account
+        assert key is not None
+        now = int(time.time())
+        claims = {
+            "iss": key.info["client_email"],
+            "aud": key.info["token_uri"],
+            "iat": now,
+            "exp": now + 3600,
+        }
+        claims["scope"] = "https://www.googleapis.com/auth/drive.readonly"
+
+        def exchange(assertion: str) -> tuple[int, Any]:
+            form = urllib.parse.urlencode({"grant_type": JWT_BEARER, "assertion": assertion}).encode()
+            try:
+                with urllib.request.urlopen(f"{fake.url}/token", data=form) as answer:  # noqa: S310 - loopback
+                    return answer.status, json.loads(answer.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        status, body = exchange(_signed_jwt(key, claims, tmp_path))
+        assert (status, body["token_type"], body["scope"]) == (200, "Bearer", claims["scope"])
+        assert _call(fake, f"/drive/v3/files/{fake.folder.id}", bearer=body["access_token"])[0] == 200
+        other = ServiceAccountKey.generate()
+        assert exchange(_signed_jwt(other, claims, tmp_path)) == (
+            400,
+            {"error": "invalid_grant", "error_description": "Invalid JWT Signature."},
+        )
+        late = {**claims, "exp": now + 7200}
+        assert exchange(_signed_jwt(key, late, tmp_path))[0] == 400
+
+
+def test_fake_drive_filters_by_parent_and_modified_time_with_pages_and_partial_fields() -> None:
+    with FakeGoogleDrive(page_size_cap=1000) as fake:
+        fake.tokens["t"] = frozenset({"https://www.googleapis.com/auth/drive.readonly"})
+        exports = sorted(fake.exports, key=lambda f: fake.exports[f].name)
+        since = fake.files[exports[0]].modified.isoformat().replace("+00:00", "Z")
+        q = f"'{fake.folder.id}' in parents and trashed = false and modifiedTime > '{since}'"
+        q += " and name contains 'customers'"
+        names, token = [], ""
+        while True:
+            query = {"q": q, "pageSize": "1", "fields": "nextPageToken,files(id,name)", "pageToken": token}
+            status, body, _ = _call(fake, f"/drive/v3/files?{urllib.parse.urlencode(query)}", bearer="t")
+            assert status == 200
+            page = json.loads(body)
+            assert [set(f) for f in page["files"]] == [{"id", "name"}] * len(page["files"])
+            names += [f["name"] for f in page["files"]]
+            token = page.get("nextPageToken", "")
+            if not token:
+                break
+        assert names == [fake.exports[f].name for f in exports[1:]], (
+            "newer than the first export, not trashed"
+        )
+        bad = urllib.parse.urlencode({"q": "fullText contains 'x'"})
+        status, error, _ = _call(fake, f"/drive/v3/files?{bad}", bearer="t")
+        assert (status, error["error"]["errors"][0]["location"]) == (400, "q")
+
+
+def test_fake_drive_downloads_ranges_and_refuses_bad_tokens_and_scopes() -> None:
+    with FakeGoogleDrive() as fake:
+        first = sorted(fake.exports)[0]
+        fake.tokens["media"] = frozenset({"https://www.googleapis.com/auth/drive.readonly"})
+        fake.tokens["metadata"] = frozenset({"https://www.googleapis.com/auth/drive.metadata.readonly"})
+        status, body, headers = _call(
+            fake, f"/drive/v3/files/{first}?alt=media", bearer="media", Range="bytes=0-9"
+        )
+        content = fake.files[first].content
+        assert (status, body, headers["Content-Range"]) == (206, content[:10], f"bytes 0-9/{len(content)}")
+        status, error, _ = _call(fake, f"/drive/v3/files/{first}?alt=media")
+        assert (status, error["error"]["status"], error["error"]["errors"][0]["reason"]) == (
+            401,
+            "UNAUTHENTICATED",
+            "authError",
+        )
+        status, error, _ = _call(fake, f"/drive/v3/files/{first}?alt=media", bearer="metadata")
+        assert (status, error["error"]["errors"][0]["reason"]) == (403, "insufficientPermissions")
+        status, body, _ = _call(fake, f"/drive/v3/files/{first}?fields=modifiedTime", bearer="metadata")
+        assert json.loads(body) == {"modifiedTime": rfc3339(fake.files[first].modified)}

@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -263,3 +266,48 @@ def test_wrong_client_secret_is_refused_at_the_token_endpoint(tmp_path: Path) ->
     assert "invalid_client" in finished.stderr, finished.explain()
     assert "Fix the extractor settings client_id, client_secret and refresh_token" in finished.stderr
     assert served == [("/token", 401)], "discovery stopped at the token endpoint"
+
+
+# --- the fake itself follows the documented Sheets API (fast; no Meltano) -------------------------
+
+
+def _get(fake: FakeGoogleSheets, path: str, query: dict[str, Any], bearer: str) -> tuple[int, Any]:
+    url = f"{fake.url}{path}?{urllib.parse.urlencode(query, doseq=True)}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {bearer}"})  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request) as answer:  # noqa: S310 - the fake on loopback
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_fake_sheets_renders_values_and_grid_data_as_google_does() -> None:
+    with FakeGoogleSheets() as fake:
+        fake.tokens["t"] = frozenset({"https://www.googleapis.com/auth/spreadsheets.readonly"})
+        base = f"/v4/spreadsheets/{fake.spreadsheet_id}"
+        ranges = ["'sales_targets'!A2:H3", "accounts!A2:B2"]
+        status, batch = _get(fake, f"{base}/values:batchGet", {"ranges": ranges}, "t")
+        assert status == 200
+        first, accounts = batch["valueRanges"]
+        assert first["values"][0][:5] == ["EMEA", "2025-Q1", "lena@example.com", "Lena Rossi", "677,500.00"]
+        assert first["values"][0][5] == "TRUE"
+        assert accounts["values"] == [["1,001.00", "Account 01"]]
+        status, raw = _get(
+            fake, f"{base}/values:batchGet", {"ranges": ranges, "valueRenderOption": "UNFORMATTED_VALUE"}, "t"
+        )
+        assert raw["valueRanges"][0]["values"][0][4:6] == [677500, True]
+        assert isinstance(raw["valueRanges"][0]["values"][0][6], float), "date-times as serial numbers"
+        latam_q4 = fake.sheet("sales_targets").rows[11]
+        assert latam_q4[3] is None
+        status, row = _get(fake, f"{base}/values/'sales_targets'!A13:H13", {}, "t")
+        assert row["values"][0][3] == "", "an empty cell inside a row is an empty string"
+        status, grid = _get(fake, base, {"includeGridData": "true", "ranges": "'accounts'!1:2"}, "t")
+        (sheet,) = grid["sheets"]
+        header, first_row = sheet["data"][0]["rowData"]
+        assert header["values"][0]["formattedValue"] == "account_id"
+        assert first_row["values"][2]["effectiveFormat"]["numberFormat"]["type"] == "DATE"
+        assert first_row["values"][3]["effectiveValue"] == {"boolValue": True}
+        assert _get(fake, f"{base}/values/'nope'!A1", {}, "t")[0] == 400
+        fake.tokens["drive-only"] = frozenset({"https://www.googleapis.com/auth/drive.metadata.readonly"})
+        status, error = _get(fake, base, {}, "drive-only")
+        assert (status, error["error"]["errors"][0]["reason"]) == (403, "insufficientPermissions")
