@@ -33,10 +33,12 @@ setup: $(VENV)/.installed
 	$(BIN)/meltano install
 	@touch $@
 
-# Meltano reinstalls a plugin only when its pip_url changes; the loader is this project, so a change
-# of its dependencies reinstalls it.
-.meltano/.loader-installed: .meltano/.installed pyproject.toml requirements/lock.txt
+# Meltano reinstalls a plugin only when its pip_url changes; the loader (and tap-markdown-kv, which
+# imports the loader's Markdown-KV parser) are editable installs of this project, so a change of its
+# dependencies reinstalls them.
+.meltano/.loader-installed: .meltano/.installed pyproject.toml requirements/lock.txt taps/tap-markdown-kv/pyproject.toml
 	$(BIN)/meltano install --plugin-type loader --clean target-iceberg-nessie
+	$(BIN)/meltano install --clean extractor tap-markdown-kv
 	@touch $@
 
 plugins: .meltano/.installed .meltano/.loader-installed
@@ -63,7 +65,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy target_iceberg_nessie ingestion devstack
+	$(BIN)/mypy target_iceberg_nessie ingestion devstack taps/tap-markdown-kv/tap_markdown_kv
 
 nessie: setup
 	$(BIN)/python -m devstack.nessie
