@@ -38,7 +38,7 @@ setup: $(VENV)/.installed
 # dependencies reinstalls them.
 .meltano/.loader-installed: .meltano/.installed pyproject.toml requirements/lock.txt taps/tap-markdown-kv/pyproject.toml
 	$(BIN)/meltano install --plugin-type loader --clean target-iceberg-nessie
-	$(BIN)/meltano install --clean extractor tap-markdown-kv
+	$(BIN)/meltano install --plugin-type extractor --clean tap-markdown-kv
 	@touch $@
 
 plugins: .meltano/.installed .meltano/.loader-installed
