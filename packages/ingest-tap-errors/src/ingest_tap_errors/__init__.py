@@ -3,22 +3,23 @@
 Installed next to a tap in its Meltano plugin venv (`pip_url: tap-x==1.2 <this package>`); a `.pth`
 file calls `install()` at interpreter start. The taps' own messages say what the API answered
 ("Invalid API Key provided", "401 Client Error: Unauthorized") but not which setting holds the
-credential. When the process is about to die of such an error, this hook prints one line first:
+credential. When the process dies of such an error, this prints one more line, after the traceback:
 
-    tap-stripe: authentication failed: Stripe answered 401 (Invalid API Key provided: sk_test_****1234).
-    Fix the extractor setting `client_secret` (env TAP_STRIPE_CLIENT_SECRET).
+    CRITICAL tap-stripe: authentication failed: the API refused the secret API key with HTTP 401
+    (Invalid API Key provided: sk_test_****1234). Fix the extractor setting `client_secret` (env
+    TAP_STRIPE_CLIENT_SECRET).
 
-then lets Python print the traceback and exit non-zero as before. Nothing else changes. The errors
-are recognised by class name and message, so the tap's packages are never imported from here.
+(one line). The exit code and everything else stay as they were. The errors are recognised by class
+name and message, so the tap's packages are never imported from here.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
 from dataclasses import dataclass
-from types import TracebackType
 
 PREFIX = "ingest-tap-errors"
 
@@ -92,27 +93,31 @@ def explain(error: BaseException) -> str | None:
     )
 
 
-def _hook(original: object) -> object:
-    def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
-        try:
-            line = explain(error)
-        except Exception:  # noqa: BLE001 - never hide the tap's own error behind ours
-            line = None
-        if line is not None:
-            sys.stderr.write(f"CRITICAL {line}\n")
-            sys.stderr.flush()
-        original(kind, error, tb)  # type: ignore[operator]
+def _report() -> None:
+    """At exit: if an uncaught exception ends the process, add the line naming the setting.
 
-    return excepthook
+    Python keeps the uncaught exception in `sys.last_value` after printing it (through whatever
+    excepthook the tap installed; singer-sdk installs its own), so this works for every tap.
+    """
+    error = getattr(sys, "last_value", None)
+    if not isinstance(error, BaseException):
+        return
+    try:
+        line = explain(error)
+    except Exception:  # noqa: BLE001 - never hide the tap's own error behind ours
+        return
+    if line is not None:
+        sys.stderr.write(f"CRITICAL {line}\n")
+        sys.stderr.flush()
 
 
 _installed = False
 
 
 def install() -> None:
-    """Wrap sys.excepthook (called by the .pth file; idempotent)."""
-    global _installed  # noqa: PLW0603 - one hook per process
+    """Register the exit check (called by the .pth file; idempotent)."""
+    global _installed  # noqa: PLW0603 - one check per process
     if _installed:
         return
     _installed = True
-    sys.excepthook = _hook(sys.excepthook)  # type: ignore[assignment]
+    atexit.register(_report)
