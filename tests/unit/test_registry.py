@@ -91,9 +91,9 @@ def test_a_variant_finds_its_connector_type() -> None:
 
 def test_an_unknown_connector_type_names_the_known_ones() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown connector type 'stripe'.*use one of: csv_files, .*iceberg_nessie"
+        ConfigError, match=r"unknown connector type 'salesforce'.*use one of: csv_files, .*iceberg_nessie"
     ):
-        load_registry().connector("stripe")
+        load_registry().connector("salesforce")
 
 
 def shipped() -> dict[str, Any]:
