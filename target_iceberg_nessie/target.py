@@ -13,8 +13,9 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Final
 from urllib.parse import urlsplit
 
 from singer_sdk import Target
@@ -28,6 +29,7 @@ from target_iceberg_nessie.errors import (
     BadInputError,
     ContractViolation,
     FatalError,
+    RetriableError,
     RowsQuarantined,
     TargetError,
 )
@@ -38,6 +40,8 @@ from target_iceberg_nessie.sink import IcebergSink
 from target_iceberg_nessie.staging import StagingThread
 from target_iceberg_nessie.state_store import StateStore, meltano_state_id
 from target_iceberg_nessie.storage import storage_errors
+
+REPORT_ENV: Final = "INGEST_RUN_REPORT"  # where a run's outcome is written as JSON (the platform runner)
 
 
 class TargetIcebergNessie(Target):
@@ -81,6 +85,8 @@ class TargetIcebergNessie(Target):
         self.router = SingerLineRouter(self)
         self.message_reader = self.router
         self._warned_types: set[str] = set()
+        self._reported = False
+        _RUNNING[:] = [self]  # the newest target of this process reports
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -212,6 +218,8 @@ class TargetIcebergNessie(Target):
             sink = self.sink_class(
                 stream, self.settings, self.catalog, self._staging, self._contract_for(stream)
             )
+            if sink.markdown.raw_file is not None:  # its documents' paths carry the batch id
+                sink.pending_batch_id = self.coordinator.next_batch_id
             self.sinks[stream] = sink
         sink.set_schema(schema, keys)
         if sink.discarded:
@@ -367,9 +375,10 @@ class TargetIcebergNessie(Target):
             self._catalog.close()
             self._catalog = None
 
-    def _log_summary(self) -> None:
+    def summary(self) -> dict[str, Any]:
+        """What the run did, per stream: the INGEST_SUMMARY log line and the run report."""
         coordinator = self._coordinator
-        summary = {
+        return {
             "pipeline_id": self.settings.pipeline_id,
             "run_id": self.settings.run_id,
             "commits": coordinator.commits if coordinator else 0,
@@ -382,6 +391,12 @@ class TargetIcebergNessie(Target):
                     "files": sink.tally.files_committed,
                     "bytes": sink.tally.bytes_committed,
                     "snapshots": sink.tally.snapshot_ids[-1:] and sink.tally.snapshot_ids,
+                    "rows_replaced": sink.tally.rows_replaced,
+                    "rejected": (
+                        sink.contract.report.quarantined + sink.contract.report.dropped
+                        if sink.contract is not None
+                        else 0
+                    ),
                     **(
                         {"contract": sink.contract.contract.ref, "violations": sink.contract.report.to_json()}
                         if sink.contract is not None
@@ -390,8 +405,40 @@ class TargetIcebergNessie(Target):
                 }
                 for sink in self.sinks.values()
             },
+            "catalog_type": self.settings.catalog_type,
+            "branch": self.settings.branch if self.settings.catalog_type == "nessie" else None,
+            "warehouse": self.settings.warehouse,
         }
-        self.logger.info("INGEST_SUMMARY %s", json.dumps(summary, separators=(",", ":")))
+
+    def _log_summary(self) -> None:
+        self.logger.info("INGEST_SUMMARY %s", json.dumps(self.summary(), separators=(",", ":")))
+
+    def write_report(self, error: BaseException | None) -> None:
+        """The run's outcome as JSON at $INGEST_RUN_REPORT (the platform runner reads it): the summary,
+        and the error's class, exit code and message when the run failed. Written once, atomically."""
+        location = os.environ.get(REPORT_ENV)
+        if not location or self._reported:
+            return
+        self._reported = True
+        report: dict[str, Any] = {"status": "success", **self.summary()}
+        if isinstance(error, RowsQuarantined):
+            report |= {"status": "partial", "exit_code": error.exit_code, "message": str(error)}
+        elif error is not None:
+            exit_code = error.exit_code if isinstance(error, TargetError) else 2
+            report |= {
+                "status": "failed",
+                "exit_code": exit_code,
+                "error": type(error).__name__,
+                "retryable": isinstance(error, RetriableError),
+                "message": str(error),
+            }
+        else:
+            report["exit_code"] = 0
+        path = Path(location)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(report, default=str), encoding="utf-8")
+        tmp.replace(path)
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         msg = f"terminated by signal {signum}; the last committed checkpoint stands, nothing else lands"
@@ -408,9 +455,24 @@ class TargetIcebergNessie(Target):
     ) -> None:
         try:
             super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
+            _report(None)
         except RowsQuarantined as partial:
+            _report(partial)
             cls.logger.warning("%s", partial)
             sys.exit(partial.exit_code)
         except TargetError as error:
+            _report(error)
             cls.logger.error("%s: %s", type(error).__name__, error)
             sys.exit(error.exit_code)
+        except Exception as error:
+            _report(error)
+            raise
+
+
+# The target of this process (one per process), so that `invoke` can report how it ended.
+_RUNNING: list[TargetIcebergNessie] = []
+
+
+def _report(error: BaseException | None) -> None:
+    if _RUNNING:
+        _RUNNING[-1].write_report(error)
