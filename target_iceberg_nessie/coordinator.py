@@ -53,6 +53,11 @@ class CommitCoordinator:
         self.last_state_properties: dict[str, str] = {}
         self.last_checkpoint_at = time.monotonic() if started_at is None else started_at
 
+    @property
+    def next_batch_id(self) -> str:
+        """The batch id the next checkpoint commits under (a retry of it keeps it)."""
+        return f"{self.settings.run_id}:{self.batch_seq + 1}"
+
     def seconds_since_checkpoint(self) -> float:
         return time.monotonic() - self.last_checkpoint_at
 
@@ -74,7 +79,7 @@ class CommitCoordinator:
     def checkpoint(self, sinks: Iterable[IcebergSink], state: Mapping[str, Any] | None, reason: str) -> bool:
         """Commit what is staged with `state`. Returns False when there was nothing to commit."""
         sinks = list(sinks)
-        pending = f"{self.settings.run_id}:{self.batch_seq + 1}"
+        pending = self.next_batch_id
         for sink in sinks:
             sink.pending_batch_id = pending  # stamps the rows it rejects in this checkpoint
             sink.flush()
@@ -110,6 +115,8 @@ class CommitCoordinator:
             sink.committed(
                 snapshot, commit.metadata.get(sink.identifier), commit.metadata_locations.get(sink.identifier)
             )
+        for sink in sinks:
+            sink.pending_batch_id = self.next_batch_id  # what the next checkpoint's batches stage under
         self.commits += 1
         self.last_commit_id = result.commit.commit_id
         self.last_checkpoint_at = time.monotonic()

@@ -30,6 +30,11 @@ WAP_HEAD: Final = "ingest.wap-head"  # the run branch head a publish merged
 AUDIT: Final = "ingest.audit"  # JSON list of the audit's checks
 CONTRACTS: Final = "ingest.contracts"  # JSON {table: "<contract id>@<version>"} of the commit's tables
 WRITER: Final = "ingest.writer"
+# Markdown-KV raw files a checkpoint wrote for a table's stream (snapshot summary): their count, and
+# their locations as a JSON list, inline or (when long) in a JSON file at the -location.
+MARKDOWN_KV_DOCUMENT_COUNT: Final = "ingest.markdown-kv.document-count"
+MARKDOWN_KV_DOCUMENTS: Final = "ingest.markdown-kv.documents"
+MARKDOWN_KV_DOCUMENTS_LOCATION: Final = "ingest.markdown-kv.documents-location"
 
 # Singer state at most this large (bytes of JSON) is kept inline; larger state goes to a file.
 INLINE_STATE_MAX_BYTES: Final = 8192

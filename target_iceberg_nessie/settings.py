@@ -16,6 +16,7 @@ from singer_sdk import typing as th
 
 from target_iceberg_nessie.catalogs import CATALOG_TYPES
 from target_iceberg_nessie.errors import ConfigError
+from target_iceberg_nessie.markdown_options import MarkdownKVSettings, parse_setting
 from target_iceberg_nessie.naming import sanitize_name
 
 CATALOG_TYPE: Final = "catalog_type"
@@ -65,6 +66,7 @@ S3_SETTINGS: Final = (
 )
 WRITE_MODE: Final = "write_mode"
 WRITE_MODES: Final = ("append", "upsert", "overwrite")
+MARKDOWN_KV: Final = "markdown_kv"
 
 # Seconds: a number, or its text (how Meltano passes a setting given by an environment variable).
 _SECONDS: Final = th.CustomType({"type": ["number", "string"], "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*$"})
@@ -181,6 +183,16 @@ CONFIG_SCHEMA: Final = th.PropertiesList(
         "latest record of a key within a checkpoint wins. Files holding replaced rows are rewritten "
         "in the same commit (copy-on-write). `overwrite`: the run's first checkpoint of each table "
         "replaces its rows (full refresh); later checkpoints append.",
+    ),
+    th.Property(
+        MARKDOWN_KV,
+        th.CustomType({"type": ["object", "string", "null"]}),  # text: JSON from an environment variable
+        description="Also store streams as Markdown-KV (docs/markdown-kv.md): "
+        '{"default": {...}, "streams": {"<stream>": {...} | null}} with, per stream, any of '
+        "`string` (a column, default `_markdown_kv`, holding each row as a Markdown-KV record), "
+        "`raw_file` (.md/.mdkv documents in the warehouse at `path`, per record or per batch, listed "
+        "in the commit's snapshot summary) and `structured` (a text `column` holding Markdown-KV "
+        "documents, parsed into <stream>__kv and/or <stream>__doc tables). See docs/target.md.",
     ),
     th.Property(
         CATALOG_NAME,
@@ -398,6 +410,7 @@ class TargetSettings:
     contract_schema_evolution: str | None = None
     table_properties: Mapping[str, str] = field(default_factory=dict)
     write_mode: str = "append"
+    markdown_kv: MarkdownKVSettings = field(default_factory=MarkdownKVSettings)
     # pyiceberg FileIO properties of the warehouse; they carry credentials, so they are handed to the
     # FileIO only and never written into table metadata, commits or logs.
     io_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -462,5 +475,6 @@ class TargetSettings:
             contract_schema_evolution=config.get(CONTRACT_SCHEMA_EVOLUTION) or None,
             table_properties={str(k): str(v) for k, v in (config.get(TABLE_PROPERTIES) or {}).items()},
             write_mode=_choice(config, WRITE_MODE, WRITE_MODES, "append"),
+            markdown_kv=parse_setting(config.get(MARKDOWN_KV)),
             io_properties=io_properties(config, warehouse),
         )

@@ -7,11 +7,13 @@ manifests are written under the table location, the new metadata only by the cat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from pyiceberg.exceptions import ValidationError
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import schema_to_pyarrow
@@ -27,6 +29,20 @@ from target_iceberg_nessie.contracts.enforce import REJECTED_SCHEMA, Outcome, St
 from target_iceberg_nessie.convert import conform_table
 from target_iceberg_nessie.decode import RecordDecoder
 from target_iceberg_nessie.errors import CommitConflictError, ConfigError, SchemaEvolutionError
+from target_iceberg_nessie.markdown_options import SETTING as MARKDOWN_SETTING
+from target_iceberg_nessie.markdown_options import StreamPatterns
+from target_iceberg_nessie.markdown_store import (
+    DOC_SCHEMA,
+    DOC_SUFFIX,
+    KV_SCHEMA,
+    KV_SUFFIX,
+    DocumentWriter,
+    delete_quietly,
+    documents_summary,
+    json_rows,
+    render_column,
+    structured_rows,
+)
 from target_iceberg_nessie.naming import table_identifier
 from target_iceberg_nessie.schema import StreamShape, stream_shape
 from target_iceberg_nessie.settings import TargetSettings
@@ -71,10 +87,19 @@ class IcebergSink:
         catalog: CheckpointCatalog,
         staging: StagingThread,
         contract: StreamContract | None = None,
+        *,
+        derived: bool = False,
     ) -> None:
+        """`derived`: a table the target makes from another stream's records (its rejects, its
+        Markdown-KV tables); it gets no Markdown-KV patterns of its own."""
         self.stream = stream
         self.contract = contract
         self.rejects: IcebergSink | None = None  # <table>__rejected, made on the first rejected row
+        self.markdown = StreamPatterns() if derived else settings.markdown_kv.for_stream(stream)
+        self.kv_table: IcebergSink | None = None  # <table>__kv (structured: a row per key-value)
+        self.doc_table: IcebergSink | None = None  # <table>__doc (structured: a row per document)
+        self._counts_staged_rows = False  # a Markdown-KV table: its records are the rows it stages
+        self._documents: DocumentWriter | None = None  # raw_file: this checkpoint's documents
         self.pending_batch_id = ""  # the batch id the next checkpoint commits under
         self._outcomes: list[Outcome] = []
         self.discarded: list[str] = []  # properties the contract's schema policy drops
@@ -115,7 +140,7 @@ class IcebergSink:
         loaded = schema
         if self.contract is not None:
             loaded, self.discarded = self.contract.apply_policy(schema)
-        shape = stream_shape(loaded, key_properties)
+        shape = self._with_markdown(stream_shape(loaded, key_properties), loaded)
         if self.write_mode == "upsert" and not self._upsert_keys(shape):
             msg = (
                 f"write_mode 'upsert' needs a key, and stream {self.stream!r} has none: the tap sends no "
@@ -127,6 +152,88 @@ class IcebergSink:
         self.shape = shape
         self._raw_schema = schema
         self._decoder = RecordDecoder(self.stream, shape)
+        self._markdown_tables()
+
+    # -- Markdown-KV patterns ------------------------------------------------------------------
+
+    def _markdown_error(self, pattern: str, message: str) -> ConfigError:
+        where = f"{MARKDOWN_SETTING}.streams.{self.stream}.{pattern}"
+        return ConfigError(f"stream '{self.stream}': {message} (setting '{where}')")
+
+    def _with_markdown(self, shape: StreamShape, schema: Mapping[str, Any]) -> StreamShape:
+        """The shape with the `string` pattern's column, after checking the patterns against it."""
+        patterns = self.markdown
+        properties = schema.get("properties") or {}
+        if patterns.structured is not None:
+            column = patterns.structured.column
+            found = shape.column_schema.field(column) if column in shape.column_schema.names else None
+            if found is None or not pa.types.is_string(found.type):
+                what = "is not a property of the stream" if found is None else f"is {found.type}, not text"
+                raise self._markdown_error(
+                    "structured",
+                    f"column {column!r} {what}; name the text property that holds the Markdown-KV documents",
+                )
+            ids = self._doc_id_columns(shape)
+            if not ids:
+                raise self._markdown_error(
+                    "structured",
+                    "the documents need an id and the stream has no key_properties; set 'doc_id' to a "
+                    "property that names each document",
+                )
+            missing = [c for c in ids if c not in shape.column_schema.names]
+            if missing:
+                raise self._markdown_error("structured", f"doc_id {missing} is not a property of the stream")
+            if self.write_mode == "upsert" and patterns.structured.kv_table:
+                raise self._markdown_error(
+                    "structured",
+                    f"write_mode upsert cannot replace a document's rows in {self.stream}{KV_SUFFIX} (a "
+                    "document has many rows, and upsert keeps one per key); use shape document_level "
+                    "(upserted by doc_id), or write_mode append",
+                )
+        if patterns.string is None:
+            return shape
+        column = patterns.string.column
+        if column in properties:
+            raise self._markdown_error(
+                "string",
+                f"column {column!r} is already a property of the stream; set 'column' to another name",
+            )
+        columns = shape.column_schema.append(pa.field(column, pa.string(), nullable=True))
+        return dataclasses.replace(shape, column_schema=columns)
+
+    def _doc_id_columns(self, shape: StreamShape | None = None) -> tuple[str, ...]:
+        structured = self.markdown.structured
+        if structured is not None and structured.doc_id:
+            return (structured.doc_id,)
+        return self._upsert_keys(shape)
+
+    def _markdown_tables(self) -> None:
+        """`structured`: the <table>__kv / <table>__doc sinks, committed with this one."""
+        structured = self.markdown.structured
+        if structured is None:
+            return
+        wanted = [
+            ("kv_table", KV_SUFFIX, KV_SCHEMA, None, structured.kv_table),
+            ("doc_table", DOC_SUFFIX, DOC_SCHEMA, ["doc_id"], structured.doc_table),
+        ]
+        for attribute, suffix, schema, keys, on in wanted:
+            if not on or getattr(self, attribute) is not None:
+                continue
+            table = IcebergSink(
+                f"{self.stream}{suffix}", self.settings, self.catalog, self._staging, derived=True
+            )
+            table.write_mode = self.write_mode
+            table._counts_staged_rows = True
+            table.set_schema(schema, keys)
+            setattr(self, attribute, table)
+
+    def _derived_writer(self, table: IcebergSink | None) -> tuple[DataFileWriter, TableMetadata] | None:
+        """A Markdown-KV table's writer and metadata for the staging thread (main thread)."""
+        if table is None:
+            return None
+        assert table._working is not None
+        table._dirty = True
+        return table._file_writer(table._working), table._working
 
     def _upsert_keys(self, shape: StreamShape | None = None) -> tuple[str, ...]:
         """The columns a record replaces a row by: the contract's primary key, else the tap's keys."""
@@ -247,6 +354,7 @@ class IcebergSink:
         json_text = decoder.extract_json_text(lines, numbers)  # GIL-bound: here, not on the staging thread
 
         contract = self.contract
+        markdown = self._markdown_stage(numbers)
 
         def stage() -> Outcome | None:
             decoded = decoder.decode(lines, numbers, json_text)
@@ -254,13 +362,75 @@ class IcebergSink:
             outcome = None
             if contract is not None:
                 conformed, outcome = contract.enforce(conformed, lines, numbers)
-            if conformed.num_rows:
+            if markdown is not None:
+                conformed = markdown(conformed)
+            elif conformed.num_rows:
                 writer.write(conformed, metadata)
             return outcome
 
         self._pending.append(self._staging.submit(stage))
         self.tally.records_read += len(lines)
         self._dirty = True
+
+    def _markdown_stage(self, numbers: list[int]) -> Any:
+        """The Markdown-KV part of a batch's staging (None: the stream has no pattern). Everything
+        it needs is captured here, on the main thread; the returned function runs on the staging
+        thread, after the contract's checks, and writes the batch's table files itself."""
+        patterns = self.markdown
+        if not patterns.any:
+            return None
+        assert self._working is not None
+        writer, metadata = self._file_writer(self._working), self._working
+        keys = self._upsert_keys()
+        string = patterns.string
+        string_title = (string.title_key or (keys[0] if keys else None)) if string is not None else None
+        documents = None
+        if patterns.raw_file is not None:
+            if self._documents is None:
+                self._documents = DocumentWriter(
+                    patterns.raw_file,
+                    warehouse=self.settings.warehouse,
+                    tenant=self.settings.tenant,
+                    stream=self.stream,
+                    table=self.identifier[-1],
+                    file_io=self.catalog.file_io,
+                )
+            documents = self._documents
+        batch_id = self.pending_batch_id
+        structured = patterns.structured
+        ids = self._doc_id_columns()
+        kv = self._derived_writer(self.kv_table)
+        doc = self._derived_writer(self.doc_table)
+        stream = self.stream
+        described = self.shape.column_schema if self.shape is not None else None
+
+        def stage(conformed: pa.Table) -> pa.Table:
+            rows = None
+            if string is not None or documents is not None:
+                skip = [string.column] if string is not None else []
+                rows = json_rows(conformed, skip=skip, described=described)
+            if string is not None and rows is not None:
+                index = conformed.schema.get_field_index(string.column)
+                field = conformed.schema.field(index)
+                rendered = render_column(rows, string_title).cast(field.type)
+                conformed = conformed.set_column(index, field, rendered)
+            if conformed.num_rows:
+                writer.write(conformed, metadata)
+            if documents is not None and rows:
+                documents.write(rows, keys=keys, batch_id=batch_id)
+            if structured is not None and conformed.num_rows:
+                lines = numbers if len(numbers) == conformed.num_rows else []
+                kv_rows, doc_rows = structured_rows(
+                    conformed, structured, stream=stream, id_columns=ids, line_numbers=lines
+                )
+                for target, produced in ((kv, kv_rows), (doc, doc_rows)):
+                    if target is not None and produced:
+                        table_writer, table_metadata = target
+                        arrow = schema_to_pyarrow(table_metadata.schema())
+                        table_writer.write(pa.Table.from_pylist(produced, schema=arrow), table_metadata)
+            return conformed
+
+        return stage
 
     def _settle_outcomes(self) -> None:
         """The checkpoint's contract results: counted, and rejected rows staged in the rejects table."""
@@ -278,7 +448,7 @@ class IcebergSink:
             return
         if self.rejects is None:
             self.rejects = IcebergSink(
-                self.contract.rejected_stream, self.settings, self.catalog, self._staging
+                self.contract.rejected_stream, self.settings, self.catalog, self._staging, derived=True
             )
             self.rejects.write_mode = "append"  # every rejected record is kept, with its batch id
             self.rejects.set_schema(REJECTED_SCHEMA, None)
@@ -314,8 +484,13 @@ class IcebergSink:
                 self._staged.files.append(staged.data_file)
                 self._staged.rows += staged.rows
                 self._staged.field_ids.update(staged.field_ids)
+                if self._counts_staged_rows:
+                    self.tally.records_read += staged.rows
             self._writer.written.clear()
             self._writer.open_paths.clear()
+        for table in (self.kv_table, self.doc_table):
+            if table is not None:
+                table.seal()
 
     # -- checkpoint --------------------------------------------------------------------------
 
@@ -326,8 +501,9 @@ class IcebergSink:
 
     @property
     def family(self) -> list[IcebergSink]:
-        """This sink and the sinks it feeds (its rejects table), committed in the same checkpoint."""
-        return [self] if self.rejects is None else [self, self.rejects]
+        """This sink and the sinks it feeds (its rejects table, its Markdown-KV tables), committed in
+        the same checkpoint."""
+        return [t for t in (self, self.rejects, self.kv_table, self.doc_table) if t is not None]
 
     @property
     def has_changes(self) -> bool:
@@ -347,6 +523,7 @@ class IcebergSink:
                 **snapshot_properties,
                 props.STREAM: self.stream,
                 props.RECORDS_LOADED: str(self._staged.rows),
+                **self._documents_summary(snapshot_properties.get(props.BATCH_ID, "")),
             }
             io = self.io(metadata)
             if self.write_mode == "upsert":
@@ -371,6 +548,23 @@ class IcebergSink:
             base_location=base.metadata_location if base is not None else None,
             metadata=metadata,
             base_updated_ms=base.metadata.last_updated_ms if base is not None else 0,
+        )
+
+    def _documents_list_location(self, batch_id: str) -> str:
+        return (
+            f"{self.settings.warehouse.rstrip('/')}/_ingest/markdown_kv/{self.settings.pipeline_id}/"
+            f"{self.identifier[-1]}/{batch_id.replace(':', '-')}.json"
+        )
+
+    def _documents_summary(self, batch_id: str) -> dict[str, str]:
+        """raw_file: the checkpoint's documents, listed in the snapshot summary (readers find them
+        there, so a document is visible only through the commit that lists it)."""
+        if self._documents is None or not self._documents.written:
+            return {}
+        return documents_summary(
+            self._documents.written,
+            list_location=self._documents_list_location(batch_id),
+            file_io=self.catalog.file_io,
         )
 
     def _upsert(self, metadata: TableMetadata, io: FileIO, summary: dict[str, str]) -> TableMetadata:
@@ -451,6 +645,8 @@ class IcebergSink:
         self._attempt = None
         self._staged = _Staged()
         self._dirty = False
+        if self._documents is not None:
+            self._documents.reset()
         if metadata is not None and location is not None:
             self._base = Table(
                 self.identifier,
@@ -483,10 +679,17 @@ class IcebergSink:
         for path in dict.fromkeys(paths):
             with contextlib.suppress(OSError):
                 (self._io or self.catalog.file_io(path)).delete(path)
+        if self._documents is not None:
+            if not self.in_doubt:  # documents of a commit that may have landed stay, like its files
+                written = self._documents.written
+                listing = [self._documents_list_location(self.pending_batch_id)]
+                delete_quietly([*written, *listing], self.catalog.file_io)
+            self._documents.reset()
         self._staged = _Staged()
         self.lines, self.numbers, self.buffered_bytes = [], [], 0
         self._outcomes = []
         if self.contract is not None:
             self.contract.reset_checkpoint()
-        if self.rejects is not None:
-            self.rejects.discard()
+        for table in (self.rejects, self.kv_table, self.doc_table):
+            if table is not None:
+                table.discard()
