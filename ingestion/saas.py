@@ -179,7 +179,8 @@ def check_host(host: object, setting: str, *, resolver: Resolver, resolve: bool 
     an SSH tunnel: the bastion resolves it) only the value's form is checked.
     """
     if not isinstance(host, str) or not host:
-        return [_problem(setting, "is not set", "set it to the server's public host name")]
+        what = "is not set" if host is None or host == "" else f"is a {type(host).__name__}, not a host name"
+        return [_problem(setting, what, "set it to the server's public host name")]
     syntax = _host_syntax(host, setting)
     if syntax is not None:
         return [syntax]
