@@ -55,7 +55,6 @@ PG_SSL_STORAGE_DIR: Final = "ssl_storage_directory"
 SSH_ENABLE: Final = "ssh_tunnel.enable"
 SSH_HOST: Final = "ssh_tunnel.host"
 SSH_PORT: Final = "ssh_tunnel.port"
-MYSQL_SSL: Final = "ssl"
 MYSQL_SSL_FILES: Final = ("ssl_ca", "ssl_cert", "ssl_key")
 FILES: Final = "files"
 S3_ENDPOINT_URL: Final = "s3_endpoint_url"
@@ -420,29 +419,15 @@ def _postgres(config: Mapping[str, Any], resolver: Resolver) -> list[SaasProblem
 
 
 def _mysql(config: Mapping[str, Any], resolver: Resolver) -> list[SaasProblem]:
-    """pipelinewise-tap-mysql 1.6.0 (tap_mysql/connection.py, PyMySQL 1.1): only the string 'true'
-    turns `ssl` on, and then without checking the certificate; ssl_ca + ssl_cert + ssl_key (PEM text,
-    all three) make it check the server's certificate and host name."""
+    """pipelinewise-tap-mysql 1.6.0 (tap_mysql/connection.py) with PyMySQL 1.1 always attempts TLS
+    without checking the certificate, whatever `ssl` says (it passes ssl={"": True}); only ssl_ca +
+    ssl_cert + ssl_key (PEM text, all three) make it check the server's certificate and host name."""
     problems = check_host(_setting(config, HOST), HOST, resolver=resolver)
     problems += check_port(_setting(config, PORT), PORT)
-    ssl = _setting(config, MYSQL_SSL)
-    if ssl is True:
-        problems.append(
-            _problem(
-                MYSQL_SSL,
-                "is the boolean true, which the tap ignores (it compares the setting with the string 'true')",
-                f'write {MYSQL_SSL}: "true" (quoted)',
-            )
-        )
-    elif ssl != "true":
-        problems.append(
-            _problem(
-                MYSQL_SSL,
-                f"{_state(ssl)}; saas mode requires TLS to the database",
-                f'set {MYSQL_SSL}: "true" with {", ".join(MYSQL_SSL_FILES)}',
-            )
-        )
-    why = "the tap checks the server's certificate only when ssl_ca, ssl_cert and ssl_key are all set"
+    why = (
+        "saas mode requires a checked TLS connection, and the tap checks the server's certificate "
+        "only when ssl_ca, ssl_cert and ssl_key are all set"
+    )
     for key in MYSQL_SSL_FILES:
         problems += _pem(config, key, "", why=why)
     return problems
