@@ -44,7 +44,7 @@ SECRET_KEY_PARTS: Final = (
 SECRET_KEY_WORDS: Final = ("dsn", "pwd", "cookie")
 
 _KEY_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_B64_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
+_B64_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 # A base64 fragment of a value inside a longer blob is only trusted from this length on.
 _MIN_B64_FRAGMENT: Final = 8
 _MIN_LINE_OF_MULTILINE_VALUE: Final = 8
@@ -100,7 +100,7 @@ def base64_forms(value: str) -> set[str]:
     The value alone: standard and URL-safe, padded or not. Inside a longer string (`user:password`),
     at each of the three byte offsets: the characters made only of the value's bits.
     """
-    raw = value.encode()
+    raw = _utf8(value)
     forms: set[str] = set()
     for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()):
         forms |= {encoded, encoded.rstrip("=")}
@@ -111,6 +111,14 @@ def base64_forms(value: str) -> set[str]:
         if len(fragment) >= _MIN_B64_FRAGMENT:
             forms |= {fragment, fragment.replace("+", "-").replace("/", "_")}
     return forms
+
+
+def _utf8(value: str) -> bytes:
+    # Undecodable bytes from the environment come back as surrogates; encode them as they were.
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
 
 
 class Redactor:
@@ -239,6 +247,7 @@ def _mask_values(matcher: _Matcher, s: str) -> str:
                 start -= 1
             while end < len(s) and s[end] in _B64_CHARS:
                 end += 1
+            end += len(s[end : end + 2]) - len(s[end : end + 2].lstrip("="))  # its padding
         if spans and start <= spans[-1][1]:
             spans[-1] = (min(start, spans[-1][0]), max(end, spans[-1][1]))
         else:

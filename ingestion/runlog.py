@@ -38,7 +38,7 @@ class _Sink:
 
     def __init__(self, path: Path, console: TextIO | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self._file: IO[str] = path.open("a", encoding="utf-8", errors="backslashreplace")
         self._console = console
         self._renderer = structlog.dev.ConsoleRenderer(
             colors=bool(console is not None and console.isatty()),
