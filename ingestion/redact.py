@@ -54,6 +54,7 @@ _PERCENT_ESCAPE: Final = re.compile(r"%[0-9A-F]{2}")
 _URL_PASSWORD: Final = re.compile(
     r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s\"']*:)(?P<password>[^/?#\s\"']*)(?P<at>@)"
 )
+_NOT_SECRETS: Final = frozenset({"null", "none", "true", "false"})  # JSON/Python literals stay readable
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _KEY_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 # Every secret-named key contains one of these (lower-cased); a cheap `find` locates candidates.
@@ -137,7 +138,7 @@ class Redactor:
             new = {v for v in values if len(v) >= self.min_length} - self._values
             if not new:
                 return
-            self._values |= new
+            self._values = self._values | new  # a new set: readers may be iterating the old one
             self._matcher = _compile(self._values, self.min_length)
 
     @property
@@ -286,7 +287,7 @@ def _mask_keyed(s: str) -> str:
             if after is None:
                 continue
             value = after["value"]
-            if value.strip("\\\"'") == MASK:
+            if value.strip("\\\"'") == MASK or value.lower() in _NOT_SECRETS:
                 continue
             quote = value[: len(value) - len(value.lstrip("\\\"'"))]
             edits[start] = (after.end(), s[start : after.start("value")] + quote + MASK + quote)

@@ -130,14 +130,17 @@ class TenantSecrets:
         self,
         tenant: str,
         folder: Path,
+        *,
         values: Mapping[str, str],
         sources: Mapping[str, str],
         warnings: list[str],
+        overridden: frozenset[str] = frozenset(),
     ) -> None:
         self.tenant = tenant
         self.folder = folder
         self._values = dict(values)
         self._sources = dict(sources)
+        self._overridden = overridden  # file values the environment replaced: still secret, still redacted
         self.warnings: tuple[str, ...] = tuple(warnings)
 
     @classmethod
@@ -162,10 +165,20 @@ class TenantSecrets:
                         raise ConfigError(msg)
                     values[name] = value
                     sources[name] = str(entry.path)
+        overridden: set[str] = set()
         for name, value in _environment(tenant, os.environ if environ is None else environ):
+            if name in values:
+                overridden.add(values[name])
             values[name] = value
             sources[name] = f"${env_var_name(tenant, name)}"
-        return cls(tenant, folder, values, sources, warnings)
+        return cls(
+            tenant,
+            folder,
+            values=values,
+            sources=sources,
+            warnings=warnings,
+            overridden=frozenset(overridden),
+        )
 
     def get(self, name: str) -> str:
         problem = check_reference(self.tenant, name)
@@ -180,8 +193,8 @@ class TenantSecrets:
         return sorted(self._values)
 
     def values(self) -> list[str]:
-        """Every secret value (each once), for the redactor."""
-        return sorted(set(self._values.values()))
+        """Every value loaded (each once), also file values the environment overrode: for redaction."""
+        return sorted(set(self._values.values()) | self._overridden)
 
     def source(self, name: str) -> str:
         """Where secret `name` came from: its file, or `$INGEST_SECRET_…` for the environment."""

@@ -102,6 +102,7 @@ def test_passwords_in_urls_are_masked_without_knowing_them(text: str, expected: 
             "primary_key=id key_properties: [id] event=start",
         ),
         ("the token was refreshed", "the token was refreshed"),
+        ('{"password": null, "token": true}', '{"password": null, "token": true}'),
     ],
 )
 def test_values_under_secret_named_keys_are_masked_in_text(text: str, expected: str) -> None:

@@ -68,6 +68,7 @@ def test_environment_overrides_files_and_adds_secrets(root: Path) -> None:
     }
     secrets = TenantSecrets.load(root, "acme", environ=environ)
     assert secrets.get("api_key") == "sk_live_from_env"
+    assert STRIPE_KEY in secrets.values(), "an overridden file value is still redacted"
     assert secrets.get("EXTRA") == "extra-value"
     assert secrets.source("EXTRA") == "$INGEST_SECRET_ACME__EXTRA"
     assert "not-ours" not in secrets.values()
