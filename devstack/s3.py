@@ -6,7 +6,7 @@ instant), starts it on a free 127.0.0.1 port with one access key, and waits for 
 endpoint. Buckets are folders of `base_dir/buckets` and objects are files, so a restart keeps them.
 Clients use path-style addressing and SigV4; `S3Client` is a small signing client for the few
 calls the dev stack and the tests make themselves (create a bucket, HEAD an object).
-Why versitygw and not MinIO, SeaweedFS or moto: docs/object-storage.md.
+Why versitygw and not MinIO, SeaweedFS or moto: docs/devstack.md.
 """
 
 from __future__ import annotations

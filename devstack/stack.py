@@ -36,7 +36,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT: Final = REPO_ROOT / ".devstack"
 SAMPLE_SQL: Final = REPO_ROOT / "compose" / "initdb"
 SERVICES: Final = ("s3", "nessie", "postgres", "mariadb")
-# Fixed ports, the compose stack's host ports, so the printed env stays valid across restarts.
+# Fixed ports, so the printed env stays valid across restarts (--port-offset moves them all).
 PORTS: Final = {"s3": 19000, "nessie": 19120, "nessie-management": 19121, "postgres": 15432, "mariadb": 13306}
 WAREHOUSE_BUCKET: Final = "warehouse"
 SAMPLE_DATABASE: Final = "shop"
