@@ -181,7 +181,7 @@ def render_column(rows: Sequence[Mapping[str, Any]], title_key: str | None) -> p
 def path_part(value: Any) -> str:
     """A value as one safe path segment: everything but letters, digits, '-' and '_' is %-escaped
     (so '/', '..' and the like never leave the folder)."""
-    return quote(str(value), safe="-_")
+    return quote(str(value), safe="-_").replace(".", "%2E")  # quote() never escapes "."
 
 
 def key_text(row: Mapping[str, Any], keys: Sequence[str]) -> str | None:
