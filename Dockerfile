@@ -42,7 +42,9 @@ COPY target_iceberg_nessie/ target_iceberg_nessie/
 COPY ingestion/ ingestion/
 COPY devstack/ devstack/
 # Editable, like the loader plugin below: the package finds schemas/ and registry/ beside it.
-RUN .venv/bin/uv pip install --python .venv/bin/python -c requirements/lock.txt -e ".[platform]"
+# Byte-compiled here, since the running image cannot write beside the (root-owned) sources.
+RUN .venv/bin/uv pip install --python .venv/bin/python -c requirements/lock.txt -e ".[platform]" \
+    && .venv/bin/python -m compileall -q target_iceberg_nessie ingestion devstack
 
 # The Meltano project and every plugin (extractors from PyPI pinned by their constraints files,
 # the loader from this source tree).
@@ -63,6 +65,7 @@ COPY demo/ demo/
 
 FROM ${PYTHON_IMAGE}
 
+ARG PYTHON_IMAGE
 ARG INGESTION_VERSION=0.1.0
 ARG VCS_REF=unknown
 ARG BUILD_DATE=unknown
@@ -73,7 +76,7 @@ LABEL org.opencontainers.image.title="ingestion" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.13-slim-bookworm"
+      org.opencontainers.image.base.name="docker.io/library/${PYTHON_IMAGE}"
 
 ENV PATH=/opt/ingestion/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
