@@ -316,3 +316,25 @@ def test_a_token_revoked_mid_run_commits_nothing_for_the_failed_stream(tmp_path:
         if "deals" in table_names(project.lake):
             assert read_pyiceberg(project.lake, "default.raw.deals") == [], "no deal row committed"
         assert "deals" not in committed_state(project.lake)["bookmarks"]
+
+
+def test_without_a_start_date_the_first_run_lists_every_object_then_searches(tmp_path: Path) -> None:
+    with FakeHubSpot(contacts=130, companies=10, deals=10) as fake:
+        project = saas_project(tmp_path / "project", Lake(tmp_path / "lake"), EXTRACTOR, fake)
+        env = tap_env(TAP_HUBSPOT_START_DATE="")
+        first = metered_run(project, fake, EXTRACTOR, tmp_path / "meter-1", env)
+        assert first.finished.returncode == 0, first.finished.explain()
+        assert fake.search_bodies == [], "no bookmark and no start date: the list endpoint"
+        pages = first.queries("/crm/v3/objects/contacts")
+        assert [q.get("after") for q in pages] == [None, pages[1]["after"]], "130 contacts: two pages"
+        assert all(q["limit"] == "100" for q in pages)
+        contact = fake.update("contacts", fake.objects("contacts")[5]["id"], jobtitle="CTO")
+        second = metered_run(project, fake, EXTRACTOR, tmp_path / "meter-2", env)
+        assert second.finished.returncode == 0, second.finished.explain()
+        searched = {name for name, _ in fake.search_bodies}
+        assert searched == set(STREAMS), "the second run searches from the bookmark"
+        for stream in STREAMS:
+            expected = [expected_row(o, stream) for o in fake.objects(stream)]
+            assert_rows_match(read_pyiceberg(project.lake, ".".join((*NAMESPACE, stream))), expected, stream)
+        rows = {r["id"]: r for r in read_pyiceberg(project.lake, "default.raw.contacts")}
+        assert rows[contact["id"]]["properties"]["jobtitle"] == "CTO"
