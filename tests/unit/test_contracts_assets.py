@@ -101,10 +101,11 @@ EXPECTED: dict[str, TapStream] = {
         "fail",
     ),
     # pipelinewise-tap-mysql 1.6.0: discover_catalog() / schema_for_column() in
-    # tap_mysql/discover_utils.py on the DDL in the contract's header; stream = the table name, key =
-    # the PRI columns; INCREMENTAL, so no _sdc_deleted_at (binlog.add_automatic_properties).
+    # tap_mysql/discover_utils.py on the DDL in the contract's header; messages name the stream by its
+    # tap_stream_id, <database>-<table> (seen in tests/e2e/test_tap_mysql.py), key = the PRI columns;
+    # INCREMENTAL, so no _sdc_deleted_at (binlog.add_automatic_properties).
     "mysql/v1.0/orders.yaml": TapStream(
-        "orders",
+        "shop-orders",
         ("id",),
         _fields("""
             created_at currency customer_email customer_id id is_gift quantity shipped_on status total
