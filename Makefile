@@ -31,6 +31,13 @@ setup: $(VENV)/.installed
 # Meltano's plugin environments (.meltano/): the extractors from PyPI and this project as the loader.
 .meltano/.installed: $(VENV)/.installed meltano.yml $(wildcard extractors/*.yml extractors/*.txt)
 	$(BIN)/meltano install
+	@touch $@ .meltano/.packages-installed
+
+# The extractors install this repository's packages/ (the HTTP meter, tap wrappers) as copies, so a
+# change there reinstalls them; a fresh install above already has the current packages.
+PACKAGE_SOURCES := $(wildcard packages/*/pyproject.toml packages/*/src/*/*.py packages/*/src/*.pth)
+.meltano/.packages-installed: .meltano/.installed $(PACKAGE_SOURCES)
+	$(BIN)/meltano install --plugin-type extractor --clean
 	@touch $@
 
 # Meltano reinstalls a plugin only when its pip_url changes; the loader (and tap-markdown-kv, which
@@ -41,7 +48,7 @@ setup: $(VENV)/.installed
 	$(BIN)/meltano install --plugin-type extractor --clean tap-markdown-kv
 	@touch $@
 
-plugins: .meltano/.installed .meltano/.loader-installed
+plugins: .meltano/.installed .meltano/.packages-installed .meltano/.loader-installed
 
 demo: plugins
 	$(BIN)/meltano run demo
