@@ -119,9 +119,13 @@ def convert_array(array: pa.Array, target: pa.DataType, path: str) -> pa.Array: 
             return _times(array, path)
     if pa.types.is_struct(target) and pa.types.is_struct(source):
         return _convert_struct(array, target, path)
-    if pa.types.is_list(target) and (pa.types.is_list(source) or pa.types.is_large_list(source)):
+    lists = (pa.types.is_list, pa.types.is_large_list)
+    if any(t(target) for t in lists) and any(t(source) for t in lists):
         values = convert_array(array.values, target.value_type, f"{path}[]")
-        offsets = array.offsets
+        if pa.types.is_large_list(target):  # what pyiceberg's schema_to_pyarrow gives for lists
+            offsets = pc.cast(array.offsets, pa.int64())
+            return pa.LargeListArray.from_arrays(offsets, values, type=target, mask=array.is_null())
+        offsets = pc.cast(array.offsets, pa.int32())
         return pa.ListArray.from_arrays(offsets, values, type=target, mask=array.is_null())
     try:
         return pc.cast(array, target)

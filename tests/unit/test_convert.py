@@ -77,3 +77,16 @@ def test_conform_table_fills_absent_columns_with_nulls() -> None:
         {"id": 1, "name": None},
         {"id": 2, "name": None},
     ]
+
+
+@pytest.mark.parametrize("target_list", [pa.list_, pa.large_list])
+def test_lists_of_structs_convert_into_the_tables_list_type(target_list: object) -> None:
+    """pyiceberg gives large_list columns: a list of structs that lacks a field (Stripe's refunds)
+    converts element by element, keeping empty and null lists."""
+    item = pa.struct([("id", pa.string()), ("amount", pa.int64())])
+    source = pa.array([[], [{"id": "re_1", "amount": 5}], None], pa.list_(item))
+    wanted = pa.struct([("id", pa.large_string()), ("amount", pa.int64()), ("reason", pa.large_string())])
+    target = target_list(pa.field("element", wanted))  # type: ignore[operator]
+    converted = convert_array(source, target, "refunds")
+    assert converted.type == target
+    assert converted.to_pylist() == [[], [{"id": "re_1", "amount": 5, "reason": None}], None]
