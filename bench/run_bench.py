@@ -44,8 +44,15 @@ from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
-PIPELINES = ("sdk", "sdk-novalidate", "pyarrow", "target", "target-nessie", "target-contract")
-TARGETS = {"target": "sql", "target-nessie": "nessie", "target-contract": "sql"}  # pipeline -> catalog
+PIPELINES = ("sdk", "sdk-novalidate", "pyarrow", "target", "target-nessie", "target-contract",
+             "target-mdkv-string", "target-mdkv-files")  # fmt: skip
+TARGETS = {"target": "sql", "target-nessie": "nessie", "target-contract": "sql",
+           "target-mdkv-string": "sql", "target-mdkv-files": "sql"}  # pipeline -> catalog  # fmt: skip
+# target-mdkv-*: the loader's Markdown-KV patterns on every stream (docs/target.md)
+MARKDOWN_KV = {
+    "target-mdkv-string": {"default": {"string": True}},
+    "target-mdkv-files": {"default": {"raw_file": {"per": "batch"}}},
+}
 CONTRACT = BENCH / "contracts" / "customers.yaml"  # target-contract: ten checks on `customers`
 DEFAULT_ONLY = "sdk,pyarrow,target"
 COLUMNS = ("pipeline", "ok", "wall s", "rec/s", "MB/s", "CPU s", "peak RSS MB", "rows", "commits",
@@ -105,6 +112,8 @@ def command_for(name: str, infile: Path, work: Path, args: argparse.Namespace) -
     )
     if name == "target-contract":
         config["contracts"] = [str(CONTRACT)]
+    if name in MARKDOWN_KV:
+        config["markdown_kv"] = MARKDOWN_KV[name]
     (work / "config.json").write_text(json.dumps(config, indent=2))
     return [args.target_cmd, "--config", str(work / "config.json")], True
 

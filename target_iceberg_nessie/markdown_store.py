@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -35,6 +36,9 @@ from target_iceberg_nessie.markdown_kv import (
     render_record,
     rows_per_kv,
 )
+from target_iceberg_nessie.markdown_kv.parse import MAX_HEADING_LEVEL
+from target_iceberg_nessie.markdown_kv.render import field_prefix, render_value
+from target_iceberg_nessie.markdown_kv.render import key_text as heading_key
 from target_iceberg_nessie.markdown_options import RawFilePattern, StructuredPattern
 from target_iceberg_nessie.schema import JSON_TEXT_KEY
 
@@ -123,9 +127,12 @@ def _plain(value: Any, field: pa.Field) -> Any:  # noqa: PLR0911 - a return per 
         }
     if (pa.types.is_list(data_type) or pa.types.is_large_list(data_type)) and isinstance(value, list):
         return [_plain(item, data_type.value_field) for item in value]
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value.tzinfo else value.isoformat()
-    if isinstance(value, date | time):
+    if isinstance(value, datetime):  # as Arrow writes top-level columns: UTC, microseconds, "Z"
+        utc = value.astimezone(UTC) if value.tzinfo else value
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if isinstance(value, time):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
@@ -170,9 +177,192 @@ def title_of(row: Mapping[str, Any], title_key: str | None) -> str:
     return DEFAULT_TITLE
 
 
-def render_column(rows: Sequence[Mapping[str, Any]], title_key: str | None) -> pa.Array:
-    """The `string` pattern: one Markdown-KV record (heading + lines) per row."""
-    return pa.array([render_record(row, title=title_of(row, title_key)) for row in rows], type=pa.string())
+# Strings whose form Arrow can decide per column (docs/markdown-kv.md, "Keys, strings and quoting"):
+# conservative subsets of what the renderer writes bare or quoted; every other string is decided by
+# the renderer itself, once per distinct value. tests/unit/test_markdown_store.py holds both to the
+# renderer on generated strings.
+_SAFE: Final = r"[A-Za-z0-9 ._@,;'/()&!?%+=*$\[\]-]"
+_SAFE_END: Final = r"[A-Za-z0-9._@,;'/()&!?%+=*$\[\]-]"
+_SURELY_BARE: Final = (
+    rf"^(?:[A-Za-z](?:{_SAFE}*{_SAFE_END})?"  # a word first: not a number, list item or literal
+    r"|[0-9]+[A-DF-Za-df-z][A-Za-z0-9]*"  # digits then a letter other than e: not a number
+    rf"|[0-9]+ [A-Za-z](?:{_SAFE}*{_SAFE_END})?"  # digits, a space, a word: not a list item
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z)?"  # ISO dates
+    r"|[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)$"
+)
+# Printable ASCII without '"' or '\\' (JSON quotes it as it stands) that starts like a Markdown block
+# or reads as a number: written quoted.
+_SURELY_QUOTED: Final = r"^(?:[#*+>|`~<=\[{-][ !#-\[\]-~]*|-?[0-9]+(?:\.[0-9]+)?)$"
+_WORDS: Final = pa.array(["null", "true", "false", "none", "nan", "inf", "infinity"])
+
+
+def surely_bare(strings: pa.Array) -> pa.Array:
+    """Per value: True where the string is certainly written bare (null: False)."""
+    matched = pc.match_substring_regex(strings, _SURELY_BARE)
+    word = pc.is_in(pc.utf8_lower(strings), value_set=_WORDS)
+    return pc.fill_null(pc.and_(matched, pc.invert(word)), False)
+
+
+def surely_quoted(strings: pa.Array) -> pa.Array:
+    """Per value: True where the string is certainly written as `"<the string>"` (null: False)."""
+    word = pc.and_(
+        pc.is_in(pc.utf8_lower(strings), value_set=_WORDS), pc.match_substring_regex(strings, "^[a-zA-Z]+$")
+    )
+    return pc.fill_null(pc.or_(pc.match_substring_regex(strings, _SURELY_QUOTED), word), False)
+
+
+def _text_lines(key: str, strings: pa.Array, level: int) -> pa.Array:
+    """A string column's lines: bare and plainly quoted ones built by Arrow, the others by the
+    renderer, once per distinct value."""
+    prefix = field_prefix(key)
+    bare = surely_bare(strings)
+    quoted = surely_quoted(strings)
+    lines = pc.if_else(
+        bare,
+        pc.binary_join_element_wise(prefix, strings, "\n", ""),
+        pc.binary_join_element_wise(prefix + '"', strings, '"\n', ""),
+    )
+    rest = pc.invert(pc.or_(bare, quoted))
+    if not pc.any(rest).as_py():
+        return lines
+    encoded = pc.dictionary_encode(pc.if_else(rest, strings, pa.scalar(None, pa.string())))
+    rendered = pa.array(
+        [render_value(key, v, level=level)[0] for v in encoded.dictionary.to_pylist()], pa.string()
+    )
+    return pc.if_else(rest, pc.take(rendered, encoded.indices), lines)
+
+
+def _json_text_lines(key: str, column: pa.Array, level: int) -> tuple[pa.Array, pa.Array | None]:
+    """Free-form values kept as JSON text: empty objects and arrays stay inline as they are."""
+    empty = pc.fill_null(pc.is_in(column, value_set=pa.array(["{}", "[]"])), False)
+    if pc.all(pc.or_(empty, column.is_null())).as_py():
+        text = pc.binary_join_element_wise(field_prefix(key), column, "\n", "")
+        return pc.fill_null(text, pa.scalar(field_prefix(key) + "null\n")), None
+    return _python_lines(key, [None if v is None else orjson.loads(v) for v in column.to_pylist()], level)
+
+
+def _python_lines(key: str, values: Sequence[Any], level: int) -> tuple[pa.Array, pa.Array | None]:
+    rendered = [render_value(key, value, level=level) for value in values]
+    lines = pa.array([r[0] for r in rendered], pa.string())
+    sections = pa.array([r[1] for r in rendered], pa.string())
+    return lines, (sections if any(r[1] for r in rendered) else None)
+
+
+def _float_lines(key: str, column: pa.Array, level: int) -> pa.Array:
+    prefix = field_prefix(key)
+    return pa.array(
+        [
+            f"{prefix}null\n"
+            if v is None
+            else f"{prefix}{v!r}\n"
+            if math.isfinite(v)
+            else render_value(key, v, level=level)[0]
+            for v in column.to_pylist()
+        ],
+        pa.string(),
+    )
+
+
+# Arrow types whose values are rendered as their text (ISO dates and times, exact decimals).
+_AS_TEXT: Final = (pa.types.is_date, pa.types.is_time, pa.types.is_decimal, pa.types.is_large_string)
+
+
+def _join_lines(parts: Sequence[pa.Array], rows: int) -> pa.Array:
+    """A section's field lines, and the blank line after them when there is one."""
+    if not parts:
+        return pa.array([""] * rows, pa.string())
+    lines = pc.binary_join_element_wise(*parts, "")
+    return pc.if_else(pc.equal(lines, ""), lines, pc.binary_join_element_wise(lines, "\n", ""))
+
+
+def _struct_lines(key: str, column: pa.StructArray, field: pa.Field, level: int) -> tuple[pa.Array, pa.Array]:
+    """A non-empty object is a sub-section one level down (null: a `key: null` line)."""
+    data_type = field.type
+    if column.offset:
+        column = pa.concat_arrays([column])  # children of a sliced struct are not sliced
+    children = column.flatten()  # with the parent's nulls applied
+    line_parts: list[pa.Array] = []
+    section_parts: list[pa.Array] = []
+    for index, child in enumerate(children):
+        child_field = data_type.field(index)
+        lines, sections = _lines_of(child_field.name, child, child_field, level + 1)
+        line_parts.append(lines)
+        if sections is not None:
+            section_parts.append(sections)
+    heading = "#" * (level + 1) + " " + heading_key(key) + "\n\n"
+    body = [_join_lines(line_parts, len(column)), *section_parts]
+    section = pc.binary_join_element_wise(heading, *body, "")
+    is_null = column.is_null()
+    empty = pa.scalar("", pa.string())
+    lines = pc.if_else(is_null, pa.scalar(field_prefix(key) + "null\n"), empty)
+    return lines, pc.if_else(is_null, empty, section)
+
+
+def _lines_of(  # noqa: PLR0911 - a return per kind of column
+    key: str, column: pa.Array, field: pa.Field, level: int = 1
+) -> tuple[pa.Array, pa.Array | None]:
+    """One column as its lines in each record (and, for objects, the records' sub-sections) when
+    the record's heading has `level` hashes."""
+    data_type = column.type
+    null_line = pa.scalar(field_prefix(key) + "null\n")
+    if _is_json_text(field):
+        return _json_text_lines(key, column, level)
+    if pa.types.is_integer(data_type) or pa.types.is_boolean(data_type):
+        text = pc.binary_join_element_wise(field_prefix(key), column.cast(pa.string()), "\n", "")
+        return pc.fill_null(text, null_line), None
+    if pa.types.is_floating(data_type):
+        return _float_lines(key, column, level), None
+    if pa.types.is_struct(data_type) and data_type.num_fields and level < MAX_HEADING_LEVEL:
+        return _struct_lines(key, column, field, level)
+    if pa.types.is_timestamp(data_type):
+        utc = column if data_type.tz else pc.assume_timezone(column, "UTC")
+        column = pc.strftime(utc, format="%Y-%m-%dT%H:%M:%SZ")
+    elif any(is_kind(data_type) for is_kind in _AS_TEXT):
+        column = column.cast(pa.string())
+    if pa.types.is_string(column.type):
+        return pc.fill_null(_text_lines(key, column, level), null_line), None
+    if _needs_python(data_type):
+        return _python_lines(key, [_plain(v, field) for v in column.to_pylist()], level)
+    return _python_lines(key, column.to_pylist(), level)
+
+
+def render_column(
+    table: pa.Table, *, title_key: str | None, skip: Sequence[str] = (), described: pa.Schema | None = None
+) -> pa.Array:
+    """The `string` pattern: each row as one Markdown-KV record, exactly as `render_record` writes
+    it, built column by column: Arrow joins the lines; Python renders only the values Arrow cannot
+    decide (strings that may need quotes, arrays, free-form objects, floats)."""
+    marked = {f.name: f for f in described} if described is not None else {}
+    fields = [marked.get(f.name, f) for f in table.schema if f.name not in skip]
+    line_parts: list[pa.Array] = []
+    section_parts: list[pa.Array] = []
+    for field in fields:
+        chunked = table.column(field.name)
+        column = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+        lines, sections = _lines_of(field.name, column, field)
+        line_parts.append(lines)
+        if sections is not None:
+            section_parts.append(sections)
+    body = [_join_lines(line_parts, table.num_rows), *section_parts]
+    return pc.binary_join_element_wise(_headings(table, title_key), *body, "")
+
+
+def _headings(table: pa.Table, title_key: str | None) -> pa.Array:
+    """`# <title>` lines: the title column's text, else "Record"; quoted by the renderer if needed."""
+    rows = table.num_rows
+    if title_key is None or title_key not in table.column_names:
+        return pa.array([f"# {DEFAULT_TITLE}\n\n"] * rows, pa.string())
+    values = table.column(title_key).to_pylist()
+    titles = pa.array([title_of({"t": v}, "t") for v in values], pa.string())
+    bare = surely_bare(titles)
+    fast = pc.binary_join_element_wise("# ", titles, "\n\n", "")
+    if pc.all(bare).as_py():
+        return fast
+    slow = [
+        None if ok else render_record({}, title=t)
+        for t, ok in zip(titles.to_pylist(), bare.to_pylist(), strict=True)
+    ]
+    return pc.if_else(bare, fast, pa.array(slow, pa.string()))
 
 
 # -- raw files -----------------------------------------------------------------------------------
@@ -231,21 +421,28 @@ class DocumentWriter:
             path = path.replace("{" + name + "}", value)
         return path if "://" in path else f"{self._warehouse}/{path}"
 
-    def write(self, rows: Sequence[Mapping[str, Any]], *, keys: Sequence[str], batch_id: str) -> None:
+    def write(
+        self,
+        records: Sequence[str],
+        key_rows: Sequence[Mapping[str, Any]],
+        *,
+        keys: Sequence[str],
+        batch_id: str,
+    ) -> None:
+        """`records`: the batch's rows rendered (`render_column`); `key_rows`: their key values."""
         day = datetime.now(UTC).date().isoformat()
-        title_key = self.pattern.title_key or (keys[0] if keys else None)
         front = {"stream": self._stream, "table": self._table, "batch_id": batch_id}
         if self.pattern.per == "batch":
             self._parts += 1
             location = self.location(key=f"part-{self._parts:05d}", batch_id=batch_id, day=day)
-            text = render_document(rows, front_matter={**front, "records": len(rows)}, title_key=title_key)
-            self._put(location, text)
-        else:
-            for row in rows:
-                self._rows += 1
-                key = key_text(row, keys) or f"r{self._rows:07d}"
-                location = self.location(key=key, batch_id=batch_id, day=day)
-                self._put(location, render_document([row], front_matter=front, title_key=title_key))
+            heading = render_document([], front_matter={**front, "records": len(records)})
+            self._put(location, heading + "".join(records))
+            return
+        heading = render_document([], front_matter=front)
+        for text, row in zip(records, key_rows, strict=True):
+            self._rows += 1
+            key = key_text(row, keys) or f"r{self._rows:07d}"
+            self._put(self.location(key=key, batch_id=batch_id, day=day), heading + text)
 
     def _put(self, location: str, text: str) -> None:
         if self._io is None:

@@ -396,6 +396,10 @@ class IcebergSink:
                     file_io=self.catalog.file_io,
                 )
             documents = self._documents
+        raw_file = patterns.raw_file
+        documents_title = (
+            (raw_file.title_key or (keys[0] if keys else None)) if raw_file is not None else None
+        )
         batch_id = self.pending_batch_id
         structured = patterns.structured
         ids = self._doc_id_columns()
@@ -405,19 +409,23 @@ class IcebergSink:
         described = self.shape.column_schema if self.shape is not None else None
 
         def stage(conformed: pa.Table) -> pa.Table:
-            rows = None
-            if string is not None or documents is not None:
-                skip = [string.column] if string is not None else []
-                rows = json_rows(conformed, skip=skip, described=described)
-            if string is not None and rows is not None:
+            skip = [string.column] if string is not None else []
+            if string is not None:
                 index = conformed.schema.get_field_index(string.column)
                 field = conformed.schema.field(index)
-                rendered = render_column(rows, string_title).cast(field.type)
-                conformed = conformed.set_column(index, field, rendered)
+                rendered = render_column(conformed, title_key=string_title, skip=skip, described=described)
+                conformed = conformed.set_column(index, field, rendered.cast(field.type))
             if conformed.num_rows:
                 writer.write(conformed, metadata)
-            if documents is not None and rows:
-                documents.write(rows, keys=keys, batch_id=batch_id)
+            if documents is not None and conformed.num_rows:
+                if string is not None and documents_title == string_title:
+                    records = conformed.column(string.column).to_pylist()
+                else:
+                    records = render_column(
+                        conformed, title_key=documents_title, skip=skip, described=described
+                    ).to_pylist()
+                key_rows = json_rows(conformed.select(list(keys))) if keys else [{}] * conformed.num_rows
+                documents.write(records, key_rows, keys=keys, batch_id=batch_id)
             if structured is not None and conformed.num_rows:
                 lines = numbers if len(numbers) == conformed.num_rows else []
                 kv_rows, doc_rows = structured_rows(

@@ -38,6 +38,26 @@ def render_record(record: Mapping[str, Any], *, title: str | None = None, level:
     return "".join(out)
 
 
+def render_value(key: str, value: Any, *, level: int = 1, path: str = "record") -> tuple[str, str]:
+    """One key-value of a record whose heading has `level` hashes, exactly as `render_record` writes
+    it: (its line(s) among the record's fields, its sub-section after them); one of them is empty.
+    For renderers that build a record from its columns (the loader's per-batch rendering)."""
+    out: list[str] = []
+    if type(value) is not str and isinstance(value, Mapping) and value and level < MAX_HEADING_LEVEL:
+        _section(out, value, "#" * (level + 1) + " " + key_text(key), level + 1, f"{path}.{key}")
+        return "", "".join(out)
+    _field(out, key_text(key), value, path if type(value) is str else f"{path}.{key}")
+    return "".join(out), ""
+
+
+def field_prefix(key: str) -> str:
+    """The text a key's line starts with (`key: `, the key quoted when it must be)."""
+    return key_text(key) + ": "
+
+
+__all__ = ["field_prefix", "key_text", "render_document", "render_record", "render_value"]
+
+
 def render_document(
     records: Iterable[Mapping[str, Any]],
     *,
