@@ -323,3 +323,44 @@ def test_log_based_snapshots_then_reads_inserts_updates_and_deletes_from_the_wal
         assert first_mark["replication_key_value"] <= confirmed <= second_mark["replication_key_value"]
     finally:
         shop.execute("select pg_drop_replication_slot(%s)", (slot,))
+
+
+def test_postgres_lookback_rereads_a_late_update_and_upsert_keeps_one_row(
+    shop: ShopDatabase, tmp_path: Path
+) -> None:
+    lake = Lake(tmp_path / "lake")
+    project = copy_meltano_project(tmp_path / "project", lake, extractors=("tap-postgres",))
+    env = incremental_env(shop, upsert=True)
+    first = project.meltano_run("tap-postgres", "target-iceberg-nessie", env=env)
+    assert first.returncode == 0, first.explain()
+    mark = T0 + timedelta(hours=SEEDED)  # the newest updated_at of the first load
+
+    # A transaction that committed late: its updated_at is 30 minutes behind the bookmark. And a
+    # regular update after the bookmark.
+    shop.execute(
+        "update public.orders set status = 'refunded', updated_at = %s where order_id = 5",
+        (mark - timedelta(minutes=30),),
+    )
+    shop.execute(
+        "update public.orders set status = 'shipped', updated_at = %s where order_id = 6",
+        (mark + timedelta(minutes=10),),
+    )
+
+    plain = project.meltano_run("tap-postgres", "target-iceberg-nessie", env=env)
+    assert plain.returncode == 0, plain.explain()
+    source = shop.rows()
+    loaded = by_key(lake_rows(lake, read_pyiceberg))
+    assert loaded[6] == source[6]
+    assert loaded[5] != source[5], "without a lookback the late update is never read"
+
+    rewound = project.meltano_run(
+        "tap-postgres", "target-iceberg-nessie", env={**env, "INGEST_LOOKBACK": "2h"}
+    )
+    assert rewound.returncode == 0, rewound.explain()
+    assert "lookback 2h: stream public-orders bookmark replication_key_value rewound" in rewound.stderr
+    for reader, read in READERS.items():
+        assert by_key(lake_rows(lake, read)) == shop.rows(), f"{reader}: the late update is in, once"
+    assert bookmark(lake)["replication_key_value"].startswith(
+        (mark + timedelta(minutes=10)).strftime("%Y-%m-%d")
+    ), "the bookmark moves on from where the run read to, not from the rewound value"
+    lake.close()
