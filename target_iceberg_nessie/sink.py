@@ -232,7 +232,6 @@ class IcebergSink:
         if table is None:
             return None
         assert table._working is not None
-        table._dirty = True
         return table._file_writer(table._working), table._working
 
     def _upsert_keys(self, shape: StreamShape | None = None) -> tuple[str, ...]:
@@ -492,8 +491,9 @@ class IcebergSink:
                 self._staged.files.append(staged.data_file)
                 self._staged.rows += staged.rows
                 self._staged.field_ids.update(staged.field_ids)
-                if self._counts_staged_rows:
+                if self._counts_staged_rows:  # written by the source stream's staging work
                     self.tally.records_read += staged.rows
+                    self._dirty = True
             self._writer.written.clear()
             self._writer.open_paths.clear()
         for table in (self.kv_table, self.doc_table):
