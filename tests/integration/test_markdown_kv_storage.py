@@ -350,3 +350,26 @@ def test_default_patterns_apply_to_every_stream_but_not_to_derived_tables(lake: 
     assert "_markdown_kv" in read_pyiceberg(lake, TABLE)[0]
     assert "_markdown_kv" not in read_pyiceberg(lake, f"{TABLE}__kv")[0], "a derived table gets no pattern"
     assert "_markdown_kv" not in read_pyiceberg(lake, "acme.raw.other")[0], "null turns the default off"
+
+
+def test_raw_files_on_an_s3_warehouse_use_its_credentials(tmp_path: Path, s3_server: Any) -> None:
+    lake = Lake(tmp_path / "lake", s3=s3_server)  # the documents' storage is the catalog's FileIO
+    try:
+        result = run_target(
+            lake.config(markdown_kv=setting(raw_file={"per": "batch"})), singer([record(1), record(2)])
+        )
+        assert result.error is None, result.error
+        (paths,) = listed_documents(lake)
+        assert len(paths) == 1
+        assert paths[0].startswith(f"{lake.warehouse_uri}/markdown_kv/acme/orders/")
+        prefix = lake.warehouse_uri.removeprefix(f"s3://{lake.s3_bucket}/")
+        stored = [p for p in (s3_server.data_dir / lake.s3_bucket / prefix).rglob("*.md") if p.is_file()]
+        assert [str(p).removeprefix(str(s3_server.data_dir / lake.s3_bucket) + "/") for p in stored] == [
+            paths[0].removeprefix(f"s3://{lake.s3_bucket}/")
+        ]
+        catalog = lake.catalog()
+        with catalog.file_io(paths[0]).new_input(paths[0]).open() as handle:
+            document = parse_document(handle.read().decode("utf-8"))
+        assert [r.data["id"] for r in document.records] == [1, 2]
+    finally:
+        lake.close()
