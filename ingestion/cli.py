@@ -38,7 +38,14 @@ from ingestion.paths import (
     project_dir,
     without_userinfo,
 )
-from ingestion.platform_cli import register_state_commands, run_command, runs_command, validate_command
+from ingestion.platform_cli import (
+    check_command,
+    discover_command,
+    register_state_commands,
+    run_command,
+    runs_command,
+    validate_command,
+)
 from ingestion.state import StateDocument, read_state_documents
 from target_iceberg_nessie.errors import TargetError
 
@@ -461,7 +468,7 @@ def _rollback_note(plan: RollbackPlan) -> None:
 
 
 cli.add_command(contracts_group)
-for _command in (validate_command, run_command, runs_command):
+for _command in (validate_command, run_command, runs_command, check_command, discover_command):
     cli.add_command(_command)
 register_state_commands(state_group)
 

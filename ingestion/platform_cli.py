@@ -351,3 +351,76 @@ def _report(done: subprocess.CompletedProcess[str], message: str) -> None:
         msg = "meltano state failed: " + " | ".join(tail)
         raise ConfigError(msg)
     click.echo(message)
+
+
+@click.command("check")
+@click.argument("job")
+@platform_options
+@json_option
+def check_command(job: str, as_json: bool, **dirs: Path | None) -> None:
+    """Check that JOB's catalog answers, its warehouse takes writes and its source accepts its
+    credentials, without loading anything. Exit 0 when all pass, 75 when every failure may pass on a
+    retry (unreachable, rate limited), 2 otherwise."""
+    from ingestion.inspect import check  # noqa: PLC0415
+    from ingestion.runner import JobRun  # noqa: PLC0415
+
+    paths = _paths(**dirs)
+    run = JobRun(find_job(paths, job), paths, load_runner(paths))
+    results = check(run)
+    failures = [r for r in results if not r.ok]
+    if as_json:
+        emit_json({"job": run.job.id, "ok": not failures, "checks": [r.to_json() for r in results]})
+    else:
+        table = Table("component", "ok", "retryable", "detail")
+        for result in results:
+            table.add_row(
+                cell(result.component),
+                cell("yes" if result.ok else "NO"),
+                cell(result.retryable),
+                cell(result.message),
+            )
+        console().print(table)
+    if failures:
+        raise SystemExit(75 if all(r.retryable for r in failures) else EXIT_CONFIG)
+
+
+@click.command("discover")
+@click.argument("job")
+@click.option(
+    "--contract",
+    "contract_stream",
+    default=None,
+    metavar="STREAM",
+    help="Print a contract skeleton for STREAM.",
+)
+@platform_options
+@json_option
+def discover_command(job: str, contract_stream: str | None, as_json: bool, **dirs: Path | None) -> None:
+    """The streams JOB's extractor offers with the job's settings, and their columns; with --contract,
+    an ODCS v3.0.2 contract skeleton for one stream (save it under assets/ and complete it)."""
+    from ingestion.inspect import contract_skeleton, discover  # noqa: PLC0415
+    from ingestion.runner import JobRun  # noqa: PLC0415
+
+    paths = _paths(**dirs)
+    run = JobRun(find_job(paths, job), paths, load_runner(paths))
+    streams = discover(run)
+    if contract_stream is not None:
+        if contract_stream not in streams:
+            msg = (
+                f"{run.plugin} offers no stream {contract_stream!r}; it offers: {', '.join(sorted(streams))}"
+            )
+            raise ConfigError(msg)
+        click.echo(
+            contract_skeleton(
+                contract_stream, streams[contract_stream], source=run.connector.id, tenant=run.job.tenant
+            ),
+            nl=False,
+        )
+        return
+    if as_json:
+        emit_json({"job": run.job.id, "plugin": run.plugin, "streams": streams})
+        return
+    table = Table("stream", "columns")
+    for name, schema in sorted(streams.items()):
+        table.add_row(cell(name), cell(", ".join((schema.get("properties") or {}).keys())))
+    console().print(table)

@@ -52,7 +52,7 @@ RUN_METADATA_SCHEMA: Final = "run-metadata.schema.json"
 PLATFORM_TENANT: Final = "_platform"  # the catalog's own secrets: /secrets/_platform/
 
 # Output of a failed tap that says "try again later" rather than "fix something".
-_RETRYABLE_OUTPUT: Final = re.compile(
+RETRYABLE_OUTPUT: Final = re.compile(
     r"\b429\b|Too Many Requests|rate.?limit|Connection refused|could not connect|Could not connect|"
     r"timed out|Temporary failure in name resolution|\b50[234]\b|Service Unavailable|Bad Gateway|"
     r"ConnectionResetError|RemoteDisconnected",
@@ -524,7 +524,7 @@ def _outcome(
         return EXIT_PARTIAL, None
     text = "\n".join(tail)
     message = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "")
-    kind = "SourceUnavailable" if _RETRYABLE_OUTPUT.search(text) else "ExtractorFailed"
+    kind = "SourceUnavailable" if RETRYABLE_OUTPUT.search(text) else "ExtractorFailed"
     code = EXIT_RETRYABLE if kind == "SourceUnavailable" else EXIT_FAILURE
     return code, {"kind": kind, "message": message[-2000:]}
 

@@ -316,3 +316,48 @@ def test_a_job_reaching_for_another_tenants_secret_fails_before_anything_runs(pl
     assert "sk_globex_secret_value" not in done.stdout + done.stderr
     assert "stolen.env" in done.stderr
     shutil.rmtree(platform.root / "secrets" / "globex")
+
+
+def test_check_reports_each_component_and_a_retryable_source(platform: Platform) -> None:
+    done = platform.ingest("check", "demo/demo_csv", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert [(c["component"], c["ok"]) for c in report["checks"]] == [
+        ("catalog", True),
+        ("object_store", True),
+        ("source", True),
+    ]
+    assert not (platform.lake.root / "catalog.db").exists(), "check loads nothing"
+    platform.write("secrets/acme/db.env", "PG_PASSWORD=not-used-secret\n")
+    platform.write(
+        "configs/jobs/acme/shop.yaml",
+        """
+        schema_version: 1
+        tenant: acme
+        extractor: postgres
+        config: {host: 127.0.0.1, port: 9, user: reader, database: shop}
+        secrets: {password: PG_PASSWORD}
+        """,
+    )
+    down = platform.ingest("check", "acme/shop", "--json")
+    report = json.loads(down.stdout)
+    source = next(c for c in report["checks"] if c["component"] == "source")
+    assert source["ok"] is False
+    assert source["retryable"] is True, source
+    assert down.returncode == 75
+    assert "not-used-secret" not in down.stdout + down.stderr
+
+
+def test_discover_lists_streams_and_writes_a_contract_skeleton_that_validates(platform: Platform) -> None:
+    done = platform.ingest("discover", "demo/demo_csv", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    streams = json.loads(done.stdout)["streams"]
+    assert set(streams) == set(DEMO_ROWS)
+    assert "customer_id" in streams["customers"]["properties"]
+    skeleton = platform.ingest("discover", "demo/demo_csv", "--contract", "customers")
+    assert skeleton.returncode == 0, skeleton.stderr[-3000:]
+    contract = platform.write("assets/csv_files/v0.1/customers.yaml", skeleton.stdout)
+    checked = subprocess.run(
+        [str(INGEST), "contracts", "validate", str(contract)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
