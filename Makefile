@@ -85,6 +85,10 @@ devstack-up: setup s3-server services
 devstack-down: setup
 	$(BIN)/python -m devstack.stack down
 
+# docs/examples/run-metadata.json: the run metadata of a real `ingest run demo/demo_csv` (a test run).
+examples: plugins
+	INGEST_WRITE_EXAMPLE=1 $(BIN)/pytest tests/e2e/test_ingest_run.py -k loads_the_job -q
+
 bench: setup
 	$(BIN)/python bench/run_bench.py --records 1000000
 

@@ -307,11 +307,25 @@ class JobRun:
             lake=lake,
         )
         self.write_metadata(metadata)
+        self._emit_lineage(metadata, log)
         log.info(
             "run finished", status=metadata["status"], exit_code=exit_code, metadata=str(self.metadata_file)
         )
         log.close()
         return RunResult(self.run_id, exit_code, metadata, self.metadata_file, self.log_file)
+
+    def _emit_lineage(self, metadata: Mapping[str, Any], log: RunLog) -> None:
+        spec = self.runner.openlineage
+        if spec is None:
+            return
+        from ingestion.lineage import post  # noqa: PLC0415 - only when configured
+
+        key = self.platform_secrets.get(spec.api_key_secret) if spec.api_key_secret else None
+        problem = post(metadata, spec, key)
+        if problem is None:
+            log.info("lineage sent", url=spec.url)
+        else:
+            log.warning("lineage not sent", problem=problem)
 
     def _meltano(self, env: Mapping[str, str], log: RunLog, progress: Progress) -> tuple[int, list[str]]:
         """Run Meltano; every line it (and the plugins) print goes through the redacting log."""

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from fakes.stripe import ACCOUNT_ID, SECRET_KEY, FakeStripe
 
 INGEST = Path(sys.executable).parent / "ingest"
 SCHEMA = json.loads((REPO_ROOT / "schemas" / "run-metadata.schema.json").read_text(encoding="utf-8"))
+EXAMPLE = REPO_ROOT / "docs" / "examples" / "run-metadata.json"
 DEMO_ROWS = {"customers": 50, "orders": 200, "products": 10}
 
 
@@ -115,8 +119,40 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
     lake.close()
 
 
+class LineageReceiver:
+    """A local OpenLineage endpoint: keeps every RunEvent POSTed to it."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.events.append(json.loads(self.rfile.read(length)))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/lineage"
+
+
 def test_a_run_loads_the_job_and_leaves_valid_run_metadata(platform: Platform) -> None:
+    receiver = LineageReceiver()
+    platform.write(
+        "configs/runner.yaml",
+        runner_yaml(platform.lake, openlineage=f"{{url: '{receiver.url}', namespace: ingest-tests}}"),
+    )
     done, summary = platform.run("demo/demo_csv")
+    receiver.server.shutdown()
     assert done.returncode == 0, done.stderr[-4000:]
     assert summary["status"] == "success"
     metadata = platform.metadata(summary)
@@ -138,6 +174,13 @@ def test_a_run_loads_the_job_and_leaves_valid_run_metadata(platform: Platform) -
     outputs = {o["name"]: o for o in metadata["lineage"]["outputs"]}
     assert set(outputs) == {f"demo.raw.{s}" for s in DEMO_ROWS}
     assert metadata["catalog"]["commit_id"], "the run's last commit"
+    [event] = receiver.events
+    assert event["eventType"] == "COMPLETE"
+    assert event["job"] == {"namespace": "ingest-tests", "name": "demo/demo_csv"}
+    assert {o["name"] for o in event["outputs"]} == set(outputs)
+    assert event["run"]["facets"]["ingestion"]["runId"] == metadata["run_id"]
+    if os.environ.get("INGEST_WRITE_EXAMPLE") == "1":  # `make examples`: keep this real record
+        EXAMPLE.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     log = Path(platform.root / "logs" / "demo" / "demo_csv" / f"{metadata['run_id']}.jsonl")
     events = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     assert all(e["tenant"] == "demo" and e["run_id"] == metadata["run_id"] for e in events)
