@@ -12,7 +12,7 @@ export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_COMPILE_BYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup plugins services s3-server devstack-up devstack-down demo test lint typecheck nessie bench clean-lake clean
+.PHONY: setup plugins services s3-server devstack-up devstack-down demo test lint typecheck nessie bench clean-lake clean examples
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
