@@ -51,6 +51,7 @@ RUN .venv/bin/uv pip install --python .venv/bin/python -c requirements/lock.txt 
 COPY meltano.yml ./
 COPY extractors/ extractors/
 COPY packages/ packages/
+COPY taps/ taps/
 RUN PATH="/opt/ingestion/.venv/bin:$PATH" meltano install \
     && rm -rf .meltano/logs .meltano/run .meltano/meltano.db
 
@@ -86,7 +87,8 @@ ENV PATH=/opt/ingestion/.venv/bin:$PATH \
     MELTANO_SEND_ANONYMOUS_USAGE_STATS=false \
     MELTANO_DATABASE_URI=sqlite:////state/meltano.db \
     DAGSTER_HOME=/state/dagster \
-    DAGSTER_WEBSERVER_PORT=3000
+    DAGSTER_WEBSERVER_PORT=3000 \
+    INGEST_IN_CONTAINER=true
 
 RUN groupadd --system --gid 10001 ingest \
     && useradd --system --uid 10001 --gid ingest --home-dir /home/ingest --create-home ingest \
@@ -95,9 +97,13 @@ RUN groupadd --system --gid 10001 ingest \
 COPY --from=builder /opt/ingestion /opt/ingestion
 # Meltano writes its run files under .meltano/; the venvs in it stay root's (read-only at run time).
 # The project's default state and log folders are the volumes.
+# The volumes start with the shipped contracts, registry and example configs (a named volume copies
+# them on first use; a bind mount replaces them).
 RUN chown ingest:ingest /opt/ingestion/.meltano \
     && ln -s /state /opt/ingestion/.state \
-    && ln -s /logs /opt/ingestion/.logs
+    && ln -s /logs /opt/ingestion/.logs \
+    && cp -r /opt/ingestion/assets /opt/ingestion/registry /specs/ \
+    && cp -r /opt/ingestion/configs/. /configs/
 
 WORKDIR /opt/ingestion
 VOLUME ["/configs", "/specs", "/secrets", "/state", "/logs"]
