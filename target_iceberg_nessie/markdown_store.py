@@ -248,6 +248,35 @@ def _python_lines(key: str, values: Sequence[Any], level: int) -> tuple[pa.Array
     return lines, (sections if any(r[1] for r in rendered) else None)
 
 
+def _string_list_lines(key: str, column: pa.Array, level: int) -> pa.Array:
+    """A list of strings: `key:` then one `- item` line per element (`[]` when empty)."""
+    items = column.flatten()  # the elements of the non-null lists, in order
+    item_key = "k"  # an item's text does not depend on its key: render `k: [item]`, keep the item line
+    bare = surely_bare(items)
+    quoted = surely_quoted(items)
+    item_lines = pc.if_else(
+        bare,
+        pc.binary_join_element_wise("- ", items, "\n", ""),
+        pc.binary_join_element_wise('- "', items, '"\n', ""),
+    )
+    rest = pc.and_(pc.invert(pc.or_(bare, quoted)), pc.is_valid(items))
+    if pc.any(rest).as_py():
+        encoded = pc.dictionary_encode(pc.if_else(rest, items, pa.scalar(None, pa.string())))
+        skip = len(item_key) + 2  # "k:\n"
+        rendered = [
+            render_value(item_key, [v], level=level)[0][skip:] for v in encoded.dictionary.to_pylist()
+        ]
+        item_lines = pc.if_else(rest, pc.take(pa.array(rendered, pa.string()), encoded.indices), item_lines)
+    item_lines = pc.fill_null(item_lines, pa.scalar("- null\n"))
+    lengths = pc.fill_null(pc.list_value_length(column), 0).cast(pa.int32())
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)])
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, item_lines), "")
+    prefix = field_prefix(key)
+    block = pc.binary_join_element_wise(prefix.rstrip(" ") + "\n", joined, "")
+    lines = pc.if_else(pc.equal(lengths, 0), pa.scalar(prefix + "[]\n"), block)
+    return pc.if_else(column.is_null(), pa.scalar(prefix + "null\n"), lines)
+
+
 def _float_lines(key: str, column: pa.Array, level: int) -> pa.Array:
     prefix = field_prefix(key)
     return pa.array(
@@ -312,6 +341,10 @@ def _lines_of(  # noqa: PLR0911 - a return per kind of column
         return pc.fill_null(text, null_line), None
     if pa.types.is_floating(data_type):
         return _float_lines(key, column, level), None
+    if (pa.types.is_list(data_type) or pa.types.is_large_list(data_type)) and (
+        pa.types.is_string(data_type.value_type) and not _is_json_text(field.type.value_field)
+    ):
+        return _string_list_lines(key, column, level), None
     if pa.types.is_struct(data_type) and data_type.num_fields and level < MAX_HEADING_LEVEL:
         return _struct_lines(key, column, field, level)
     if pa.types.is_timestamp(data_type):

@@ -65,7 +65,7 @@ ROWS = st.lists(
                     "deep": st.none() | st.just({"x": "y"}),
                 }
             ),
-            "l": st.none() | st.lists(TRICKY, max_size=3),
+            "l": st.none() | st.lists(st.none() | TRICKY, max_size=3),
         }
     ),
     min_size=1,
