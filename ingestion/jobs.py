@@ -38,6 +38,7 @@ _DIRS: Final = {
     "logs": ("INGEST_LOGS_DIR", "/logs", ".logs"),
 }
 IN_CONTAINER_ENV: Final = "INGEST_IN_CONTAINER"  # set by the image: use the volume paths by default
+SHARED_CONTRACT_TENANT: Final = "default"  # contracts every tenant may use (the shipped ones)
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,14 @@ def _check_references(
             problems.append(
                 Problem(f"contracts[{n}]", f"no contract at {contract}", "fix the path or add the contract")
             )
+        elif (owner := _contract_tenant(contract)) not in (None, SHARED_CONTRACT_TENANT, folder):
+            problems.append(
+                Problem(
+                    f"contracts[{n}]",
+                    f"{asset!r} is tenant {owner!r}'s contract",
+                    f"use a contract of tenant {folder!r} or a shared one (tenant: {SHARED_CONTRACT_TENANT})",
+                )
+            )
     branch = (document.get("target") or {}).get("branch")
     if branch is not None and "/" in branch and not branch.startswith(f"{folder}/"):
         problems.append(
@@ -359,6 +368,16 @@ def _check_references(
                 "secrets", f"setting(s) {sorted(overlap)} are given in both config and secrets", "keep one"
             )
         )
+
+
+def _contract_tenant(file: Path) -> str | None:
+    """The `tenant` an ODCS contract declares (None: none, or the file is not readable here)."""
+    try:
+        document = read_yaml(file)
+    except ConfigError:
+        return None
+    tenant = document.get("tenant") if isinstance(document, dict) else None
+    return tenant if isinstance(tenant, str) else None
 
 
 def _connector(document: Mapping[str, Any], registry: Registry, problems: list[Problem]) -> Connector | None:

@@ -121,6 +121,20 @@ def test_reaching_into_another_tenant_is_refused(paths: PlatformPaths, change: s
     assert any(needle in m for _, _, m, _ in found), found
 
 
+def test_another_tenants_contract_is_refused(paths: PlatformPaths, tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    shutil.copytree(REPO_ROOT / "registry", specs / "registry")
+    contract = (REPO_ROOT / "assets" / "stripe" / "v1.0" / "customers.yaml").read_text(encoding="utf-8")
+    (specs / "assets" / "stripe" / "v1.0").mkdir(parents=True)
+    (specs / "assets" / "stripe" / "v1.0" / "customers.yaml").write_text(
+        contract.replace("tenant: default", "tenant: globex"), encoding="utf-8"
+    )
+    own = PlatformPaths.resolve(configs=paths.configs, specs=specs, secrets=paths.secrets)
+    write(own, "jobs/acme/stripe_billing.yaml", GOOD_JOB)
+    found = problems_of(own)
+    assert any(p == "contracts[0]" and "tenant 'globex'" in m for _, p, m, _ in found), found
+
+
 def test_a_job_file_linked_in_from_another_tenant_is_refused(paths: PlatformPaths) -> None:
     other = write(paths, "jobs/globex/billing.yaml", GOOD_JOB.replace("tenant: acme", "tenant: globex"))
     link = paths.jobs / "acme" / "billing.yaml"
