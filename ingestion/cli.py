@@ -225,13 +225,21 @@ def state_show_command(
     as_json: bool,
 ) -> None:
     """Show each pipeline's (or PIPELINE's) committed state, as the catalog holds it (the source of
-    truth), and warn where the state store (<state_dir>/<tenant>/<pipeline_id>/state.json) differs."""
+    truth), and warn where the state store (<state_dir>/<tenant>/<pipeline_id>/state.json) differs.
+    PIPELINE may name a job, <tenant>/<job>."""
     from ingestion.lake import check_states, open_lake  # noqa: PLC0415 - pyiceberg/pyarrow load only here
 
     if pipeline and pipeline_option and pipeline != pipeline_option:
         msg = f"PIPELINE {pipeline!r} and --pipeline {pipeline_option!r} differ; give one of them"
         raise click.UsageError(msg)
     pipeline = pipeline or pipeline_option
+    if pipeline and "/" in pipeline:  # a job, <tenant>/<job>: its pipeline is <tenant>.<job>
+        job_tenant, _, job_name = pipeline.partition("/")
+        pipeline = f"{job_tenant}.{job_name}"
+        if state_dir is None:  # the runner keeps a tenant's state in <state>/<tenant>
+            from ingestion.jobs import PlatformPaths  # noqa: PLC0415
+
+            state_dir = PlatformPaths.resolve().tenant_dir("state", job_tenant)
     root = state_dir.expanduser().resolve() if state_dir else default_state_dir(project_dir(location.project))
     try:
         with open_lake(location) as catalog:

@@ -145,6 +145,24 @@ class LineageReceiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/lineage"
 
 
+def assert_state_shown(platform: Platform, job: str, commit_id: str) -> None:
+    """`ingest state show <tenant>/<job>` finds the job's pipeline and its last commit."""
+    shown = subprocess.run(
+        [
+            str(INGEST),
+            *("state", "show", job, "--json"),
+            *("--state-dir", str(platform.root / "state" / job.split("/", maxsplit=1)[0])),
+            *("--catalog-uri", platform.lake.catalog_uri, "--warehouse", str(platform.lake.warehouse)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert job.replace("/", ".") in shown.stdout
+    assert commit_id in shown.stdout, "the committed state is the run's last commit"
+
+
 def test_a_run_loads_the_job_and_leaves_valid_run_metadata(platform: Platform) -> None:
     receiver = LineageReceiver()
     platform.write(
@@ -184,6 +202,8 @@ def test_a_run_loads_the_job_and_leaves_valid_run_metadata(platform: Platform) -
     log = Path(platform.root / "logs" / "demo" / "demo_csv" / f"{metadata['run_id']}.jsonl")
     events = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     assert all(e["tenant"] == "demo" and e["run_id"] == metadata["run_id"] for e in events)
+
+    assert_state_shown(platform, "demo/demo_csv", metadata["catalog"]["commit_id"])
 
     again, second = platform.run("demo/demo_csv")
     assert again.returncode == 0, again.stderr[-4000:]
