@@ -438,6 +438,7 @@ class DocumentWriter:
         self._file_io = file_io
         self._io: FileIO | None = None
         self.written: list[str] = []  # every path begun, in order (for the commit and for cleanup)
+        self._seen: set[str] = set()
         self._rows = 0  # rows of the checkpoint so far: keyless records are numbered by it
         self._parts = 0
 
@@ -480,7 +481,8 @@ class DocumentWriter:
     def _put(self, location: str, text: str) -> None:
         if self._io is None:
             self._io = self._file_io(location)
-        if location not in self.written:
+        if location not in self._seen:  # a key repeated within the checkpoint rewrites its path
+            self._seen.add(location)
             self.written.append(location)
         with self._io.new_output(location).create(overwrite=True) as handle:
             handle.write(text.encode("utf-8"))
@@ -488,6 +490,7 @@ class DocumentWriter:
     def reset(self) -> None:
         """The checkpoint committed: the next one numbers its keyless records and parts anew."""
         self.written = []
+        self._seen = set()
         self._rows = 0
         self._parts = 0
 
