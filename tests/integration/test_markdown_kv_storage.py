@@ -373,3 +373,18 @@ def test_raw_files_on_an_s3_warehouse_use_its_credentials(tmp_path: Path, s3_ser
         assert [r.data["id"] for r in document.records] == [1, 2]
     finally:
         lake.close()
+
+
+def test_a_key_repeated_in_a_checkpoint_keeps_one_document_with_its_latest_record(
+    embedded_lake: Lake,
+) -> None:
+    lake = embedded_lake  # path naming is catalog-independent
+    result = run_target(
+        lake.config(markdown_kv=setting(raw_file=True)),
+        singer([record(1), record(2), record(1, name="Renamed")]),
+    )
+    assert result.error is None, result.error
+    (paths,) = listed_documents(lake)
+    assert sorted(Path(p).name for p in paths) == ["1.md", "2.md"]
+    (one,) = [p for p in paths if p.endswith("/1.md")]
+    assert parse_document(Path(one).read_text(encoding="utf-8")).records[0].data["name"] == "Renamed"
