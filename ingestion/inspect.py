@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ingestion.errors import PlatformError
 from ingestion.runner import RETRYABLE_OUTPUT, JobRun, project_dir
 
 
@@ -103,6 +104,21 @@ def _source(run: JobRun) -> CheckResult:
     )
 
 
+class InfrastructureError(PlatformError):
+    """The catalog or the warehouse is not usable: nothing was run."""
+
+    def __init__(self, failures: list[CheckResult]) -> None:
+        super().__init__("; ".join(f"{f.component}: {f.message}" for f in failures))
+        self.exit_code = 75 if all(f.retryable for f in failures) else 2
+
+
+def infrastructure(run: JobRun) -> None:
+    """Before a run: the catalog answers and the warehouse takes a write, or the run stops."""
+    failures = [r for r in (_catalog(run), _object_store(run)) if not r.ok]
+    if failures:
+        raise InfrastructureError(failures)
+
+
 def check(run: JobRun) -> list[CheckResult]:
     """Catalog, object store and source, each checked even when another failed."""
     return [_catalog(run), _object_store(run), _source(run)]
@@ -112,8 +128,6 @@ def discover(run: JobRun) -> dict[str, Any]:
     """The extractor's catalog with the job's settings: {stream: JSON schema}."""
     done = _meltano(run, ["invoke", "--no-install", "--dump=catalog", run.plugin])
     if done.returncode != 0:
-        from ingestion.errors import PlatformError  # noqa: PLC0415
-
         tail = run.redactor.text(done.stderr.strip())[-1500:]
         msg = f"{run.plugin} could not discover its streams: {tail}"
         raise PlatformError(msg)

@@ -201,15 +201,20 @@ def run_command(  # noqa: PLR0917 - click passes every option by name
 
 
 def _checks(runner: Any) -> list[Callable[[Any], None]]:
-    """Checks before Meltano starts: the SaaS refusals in saas mode."""
-    if runner.deployment != "saas":
-        return []
-    from ingestion.saas import refuse_unless_allowed  # noqa: PLC0415
+    """Checks before Meltano starts: the SaaS refusals (saas mode), then the infrastructure: the
+    catalog answers and the warehouse takes a write (the source is checked by the run itself)."""
+    from ingestion.inspect import infrastructure  # noqa: PLC0415
 
-    def saas(run: Any) -> None:
-        refuse_unless_allowed(run.connector, {**run.job.config, **run.secrets.resolve(run.job.secrets)})
+    found: list[Callable[[Any], None]] = []
+    if runner.deployment == "saas":
+        from ingestion.saas import refuse_unless_allowed  # noqa: PLC0415
 
-    return [saas]
+        def saas(run: Any) -> None:
+            refuse_unless_allowed(run.connector, {**run.job.config, **run.secrets.resolve(run.job.secrets)})
+
+        found.append(saas)
+    found.append(infrastructure)
+    return found
 
 
 def _print_runs(rows: list[dict[str, Any]]) -> None:
@@ -324,7 +329,8 @@ def register_state_commands(group: click.Group) -> None:
             msg = "STATE_JSON must be a JSON object (a Singer state)"
             raise ConfigError(msg)
         plugin = spec.plugin or _plugin(spec, paths)
-        done = _meltano_state(spec, paths, "set", "--force", state_id(spec, plugin), json.dumps(parsed))
+        document = json.dumps({"singer_state": parsed})  # how Meltano stores a Singer state
+        done = _meltano_state(spec, paths, "set", "--force", state_id(spec, plugin), document)
         _report(done, f"state of {spec.id} set; its next run starts from it")
 
     @group.command("reset")
@@ -384,6 +390,31 @@ def check_command(job: str, as_json: bool, **dirs: Path | None) -> None:
         raise SystemExit(75 if all(r.retryable for r in failures) else EXIT_CONFIG)
 
 
+def _describe_connector(paths: PlatformPaths, connector_id: str, as_json: bool) -> None:
+    """`ingest discover <connector>`: what the registry says the connector type offers."""
+    from ingestion.registry import load_registry  # noqa: PLC0415
+
+    connector = load_registry(paths.registry_file).connector(connector_id)
+    document = connector.model_dump(mode="json")
+    if as_json:
+        emit_json(document)
+        return
+    table = Table("key", "value")
+    for key in ("id", "label", "plugin", "variants", "category", "allowed_in_saas", "default_contracts"):
+        table.add_row(cell(key), cell(document.get(key)))
+    if connector.streams is not None:
+        table.add_row(
+            cell("streams"), cell(", ".join(connector.streams.names) or connector.streams.description)
+        )
+    if connector.incremental is not None:
+        table.add_row(
+            cell("incremental"),
+            cell(f"{connector.incremental.strategy.value} ({connector.incremental.replication_key})"),
+        )
+    console().print(table)
+    console().print("Give a job (<tenant>/<job>) to discover the streams with its settings.")
+
+
 @click.command("discover")
 @click.argument("job")
 @click.option(
@@ -397,11 +428,15 @@ def check_command(job: str, as_json: bool, **dirs: Path | None) -> None:
 @json_option
 def discover_command(job: str, contract_stream: str | None, as_json: bool, **dirs: Path | None) -> None:
     """The streams JOB's extractor offers with the job's settings, and their columns; with --contract,
-    an ODCS v3.0.2 contract skeleton for one stream (save it under assets/ and complete it)."""
+    an ODCS v3.0.2 contract skeleton for one stream (save it under assets/ and complete it). Given a
+    connector type instead of a job, what the registry says it offers."""
     from ingestion.inspect import contract_skeleton, discover  # noqa: PLC0415
     from ingestion.runner import JobRun  # noqa: PLC0415
 
     paths = _paths(**dirs)
+    if "/" not in job and not sorted(paths.jobs.glob(f"*/{job}.y*ml")):
+        _describe_connector(paths, job, as_json)
+        return
     run = JobRun(find_job(paths, job), paths, load_runner(paths))
     streams = discover(run)
     if contract_stream is not None:

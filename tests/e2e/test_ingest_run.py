@@ -424,3 +424,34 @@ def test_discover_lists_streams_and_writes_a_contract_skeleton_that_validates(pl
         [str(INGEST), "contracts", "validate", str(contract)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_run_all_runs_every_job_and_exits_with_the_worst_outcome(platform: Platform) -> None:
+    platform.write(
+        "configs/jobs/demo/needs_a_secret.yaml",
+        """
+        schema_version: 1
+        tenant: demo
+        extractor: csv_files
+        plugin: tap-demo-csv
+        secrets: {s3_secret_access_key: NOT_THERE}
+        """,
+    )
+    done = platform.ingest("run", "--all", "--tenant", "demo", "--json")
+    results = {r["job"]: r for r in json.loads(done.stdout)}
+    assert set(results) == {"demo/demo_csv", "demo/needs_a_secret"}
+    assert results["demo/demo_csv"]["status"] == "success"
+    assert results["demo/needs_a_secret"]["status"] == "failed"
+    assert "NOT_THERE" in results["demo/needs_a_secret"]["error"], "the missing secret is named"
+    assert done.returncode == 2, "the worst of the runs"
+
+    # `state set` makes the next run start from the given state: empty bookmarks, a full load.
+    reset = platform.ingest("state", "set", "demo/demo_csv", '{"bookmarks": {}}')
+    assert reset.returncode == 0, reset.stderr[-2000:]
+    again, summary = platform.run("demo/demo_csv")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert summary["rows_written"] == sum(DEMO_ROWS.values())
+
+    described = platform.ingest("discover", "stripe", "--json")
+    assert described.returncode == 0, described.stderr
+    assert json.loads(described.stdout)["streams"]["names"] == ["customers", "charges", "invoices"]
