@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from devstack.nessie import ServiceError
 
@@ -86,3 +87,18 @@ def stop(process: subprocess.Popen[bytes] | None, stop_signal: signal.Signals) -
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=30)
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def serve_until_interrupted(server: Stoppable, *lines: str) -> None:
+    """`python -m devstack.<service>`: print where the started `server` is, keep it until Ctrl-C."""
+    for line in lines:
+        print(line, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()

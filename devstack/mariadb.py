@@ -24,6 +24,7 @@ from devstack._server import (
     hand_over,
     run_checked,
     running_as_root,
+    serve_until_interrupted,
     stop,
     system_user,
     wait_until,
@@ -162,7 +163,6 @@ class MariaDBServer:
 def main() -> None:
     """`python -m devstack.mariadb DIR`: run a local MariaDB in the foreground until interrupted."""
     import argparse  # noqa: PLC0415 - only the command line needs it
-    import time  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,13 +171,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=13306)
     args = parser.parse_args()
     server = MariaDBServer(args.base_dir.resolve(), port=args.port).start()
-    print(f"MariaDB ready on {server.host}:{server.port}, user {server.user}", flush=True)
-    print(f"password {server.password}, log {server.log_path}; Ctrl-C stops it", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    serve_until_interrupted(
+        server,
+        f"MariaDB ready on {server.host}:{server.port}, user {server.user}",
+        f"password {server.password}, log {server.log_path}; Ctrl-C stops it",
+    )
 
 
 if __name__ == "__main__":

@@ -161,6 +161,8 @@ def main() -> None:
     """`python -m devstack.nessie`: run a local Nessie in the foreground until interrupted."""
     import argparse  # noqa: PLC0415 - only the command line needs it
 
+    from devstack._server import serve_until_interrupted  # noqa: PLC0415 - it imports this module
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=19120)
     parser.add_argument("--management-port", type=int, default=19121)
@@ -174,12 +176,9 @@ def main() -> None:
         port=args.port,
         management_port=args.management_port,
     ).start()
-    print(f"Nessie {NESSIE_VERSION} ready at {server.uri} (log: {args.log}); Ctrl-C stops it", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    serve_until_interrupted(
+        server, f"Nessie {NESSIE_VERSION} ready at {server.uri} (log: {args.log}); Ctrl-C stops it"
+    )
 
 
 if __name__ == "__main__":

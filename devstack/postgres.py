@@ -24,6 +24,7 @@ from devstack._server import (
     hand_over,
     run_checked,
     running_as_root,
+    serve_until_interrupted,
     stop,
     system_user,
     wait_until,
@@ -157,7 +158,6 @@ class PostgresServer:
 def main() -> None:
     """`python -m devstack.postgres DIR`: run a local PostgreSQL in the foreground until interrupted."""
     import argparse  # noqa: PLC0415 - only the command line needs it
-    import time  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,12 +166,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=15432)
     args = parser.parse_args()
     server = PostgresServer(args.base_dir.resolve(), port=args.port).start()
-    print(f"PostgreSQL ready: {server.conninfo()} (log: {server.log_path}); Ctrl-C stops it", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    serve_until_interrupted(
+        server, f"PostgreSQL ready: {server.conninfo()} (log: {server.log_path}); Ctrl-C stops it"
+    )
 
 
 if __name__ == "__main__":
