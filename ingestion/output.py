@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-PIPED_WIDTH: Final = 160
+PIPED_WIDTH: Final = 1000  # tables are as wide as their content; nothing is cut or folded
 
 
 def console() -> Console:

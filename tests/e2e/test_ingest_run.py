@@ -171,6 +171,7 @@ def test_a_run_loads_the_job_and_leaves_valid_run_metadata(platform: Platform) -
     )
     done, summary = platform.run("demo/demo_csv")
     receiver.server.shutdown()
+    receiver.server.server_close()
     assert done.returncode == 0, done.stderr[-4000:]
     assert summary["status"] == "success"
     metadata = platform.metadata(summary)
