@@ -64,8 +64,10 @@ services: setup
 s3-server: setup
 	$(BIN)/python -m devstack.s3 --install-only
 
+# Two workers, a test file each at a time (module fixtures stay in one process); every worker
+# starts its own servers on free ports.
 test: plugins services s3-server lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .
