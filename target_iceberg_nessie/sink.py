@@ -54,7 +54,6 @@ from target_iceberg_nessie.upsert import (
     latest_per_key,
     overwrite_snapshot,
     rows_to_replace,
-    staged_keys,
 )
 
 
@@ -579,15 +578,13 @@ class IcebergSink:
         """An overwrite snapshot: the staged rows (latest per key) replace the committed rows with
         their keys; committed files holding such rows are rewritten without them."""
         keys = self._upsert_keys()
-        latest = latest_per_key(io, self._staged.files, keys, metadata, self.settings.run_id)
+        latest, distinct = latest_per_key(io, self._staged.files, keys, metadata, self.settings.run_id)
         if latest is not None:  # a key repeats within the checkpoint: keep its last record only
             for old in self._staged.files:
                 with contextlib.suppress(OSError):
                     io.delete(old.file_path)
             self._staged.files = [f.data_file for f in latest]
-        self._rewrite = rows_to_replace(
-            metadata, io, staged_keys(metadata, io, self._staged.files, keys), keys, self.settings.run_id
-        )
+        self._rewrite = rows_to_replace(metadata, io, distinct, keys, self.settings.run_id)
         summary[props.ROWS_REPLACED] = str(self._rewrite.rows_replaced)
         return overwrite_snapshot(
             self.identifier,

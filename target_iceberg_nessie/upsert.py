@@ -78,20 +78,22 @@ def staged_keys(
 
 def latest_per_key(
     io: FileIO, files: Sequence[DataFile], keys: Sequence[str], metadata: TableMetadata, run_id: str
-) -> list[StagedFile] | None:
-    """Staged files holding only the last record of each key, or None when no key repeats."""
+) -> tuple[list[StagedFile] | None, pa.Table]:
+    """The checkpoint's distinct keys, and staged files holding only the last record of each key
+    (None when no key repeats, so the staged files stand as they are). The keys are read once."""
     found = staged_keys(metadata, io, files, keys)
     numbered = found.append_column(_ORDINAL, pa.array(range(found.num_rows), pa.int64()))
     last = numbered.group_by(list(keys), use_threads=False).aggregate([(_ORDINAL, "max")])
+    distinct = last.select(list(keys))
     if last.num_rows == found.num_rows:
-        return None
+        return None, distinct
     keep = pc.sort_indices(last.column(f"{_ORDINAL}_max"))
     rows = _read(metadata, io, files)
     latest = rows.take(pc.take(last.column(f"{_ORDINAL}_max"), keep))
     writer = DataFileWriter(f"{run_id}-latest", io)
     writer.write(latest, metadata)
     writer.close()
-    return list(writer.written)
+    return list(writer.written), distinct
 
 
 def key_filter(staged: pa.Table, keys: Sequence[str]) -> BooleanExpression:
@@ -121,17 +123,17 @@ def key_filter(staged: pa.Table, keys: Sequence[str]) -> BooleanExpression:
 def rows_to_replace(
     metadata: TableMetadata, io: FileIO, staged: pa.Table, keys: Sequence[str], run_id: str
 ) -> Rewrite:
-    """The committed files holding a key of `staged`, and their other rows rewritten."""
+    """The committed files holding one of the `staged` keys (distinct), and their other rows
+    rewritten."""
     rewrite = Rewrite()
     if metadata.current_snapshot() is None or staged.num_rows == 0:
         return rewrite
-    wanted_keys = staged.group_by(list(keys), use_threads=False).aggregate([])  # distinct keys
     tasks = DataScan(metadata, io, row_filter=key_filter(staged, keys)).plan_files()
     writer = DataFileWriter(f"{run_id}-rewrite", io)
     for task in tasks:
         file_keys = _read(metadata, io, [task.file], keys)
         numbered = file_keys.append_column(_ORDINAL, pa.array(range(file_keys.num_rows), pa.int64()))
-        kept = numbered.join(wanted_keys, keys=list(keys), join_type="left anti", use_threads=False)
+        kept = numbered.join(staged, keys=list(keys), join_type="left anti", use_threads=False)
         if kept.num_rows == file_keys.num_rows:
             continue
         rewrite.deleted.append(task.file)
