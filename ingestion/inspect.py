@@ -41,7 +41,7 @@ def _catalog(run: JobRun) -> CheckResult:
     from ingestion.lake import open_lake  # noqa: PLC0415 - pyiceberg loads only here
     from ingestion.paths import sqlite_file  # noqa: PLC0415
 
-    lake = run.lake()
+    lake = run.lake
     database = None if lake.is_nessie else sqlite_file(lake.catalog_uri)
     if database is not None and not database.exists():
         return CheckResult(
@@ -60,7 +60,7 @@ def _catalog(run: JobRun) -> CheckResult:
 def _object_store(run: JobRun) -> CheckResult:
     from pyiceberg.io import load_file_io  # noqa: PLC0415
 
-    lake = run.lake()
+    lake = run.lake
     location = f"{lake.warehouse.rstrip('/')}/_ingest/check/{uuid.uuid4().hex}.probe"
     if "://" not in lake.warehouse:
         Path(lake.warehouse).mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def _object_store(run: JobRun) -> CheckResult:
 
 
 def _meltano(run: JobRun, args: list[str]) -> subprocess.CompletedProcess[str]:
-    lake = run.lake()
+    lake = run.lake
     env = run.environment(lake, Path("/nonexistent/meter"), Path("/nonexistent/report.json"))
     env.pop("INGEST_HTTP_METER_DIR", None)
     env.pop("INGEST_RUN_REPORT", None)

@@ -8,6 +8,7 @@ with --all, the worst of the runs (75 only when every failure was retryable).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -289,19 +290,18 @@ def state_id(job: JobSpec, plugin: str, environment: str = "dev") -> str:
 
 def _meltano_state(job: JobSpec, paths: PlatformPaths, *args: str) -> subprocess.CompletedProcess[str]:
     """`meltano state ...` on the job's state id, through the `ingest://` backend of its tenant."""
-    from ingestion.runner import JobRun, project_dir  # noqa: PLC0415
+    from ingestion.runner import project_dir  # noqa: PLC0415
 
-    run = JobRun(job, paths, load_runner(paths))
     env = {
-        **{k: v for k, v in run.environ.items() if not k.startswith(("MELTANO_", "TAP_", "TARGET_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MELTANO_", "TAP_", "TARGET_"))},
         "MELTANO_CLI_DISABLE_VERSION_CHECK": "true",
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "MELTANO_STATE_BACKEND_URI": f"ingest://{run.state_dir}",
+        "MELTANO_STATE_BACKEND_URI": f"ingest://{paths.tenant_dir('state', job.tenant)}",
     }
     meltano = str(Path(sys.executable).parent / "meltano")
     return subprocess.run(  # noqa: S603 - our own meltano
         [meltano, "state", *args],
-        cwd=project_dir(run.environ),
+        cwd=project_dir(os.environ),
         env=env,
         capture_output=True,
         text=True,

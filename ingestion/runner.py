@@ -13,11 +13,11 @@ the object store unreachable, rate limited, a commit conflict after retries: run
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import resource
-import secrets as random
 import shutil
 import subprocess
 import sys
@@ -41,6 +41,7 @@ from ingestion.registry import Connector, load_registry
 from ingestion.runlog import RunLog
 from ingestion.secrets import TenantSecrets
 from ingestion.validation import validate
+from target_iceberg_nessie.settings import new_run_id
 
 EXIT_SUCCESS: Final = 0
 EXIT_PARTIAL: Final = 1
@@ -58,10 +59,6 @@ RETRYABLE_OUTPUT: Final = re.compile(
     r"ConnectionResetError|RemoteDisconnected",
 )
 _CHECKPOINT_LINE: Final = re.compile(r"checkpoint \S+ committed \([^)]*\): (\d+) table\(s\), (\d+) row\(s\)")
-
-
-def new_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{random.token_hex(4)}"
 
 
 def _now() -> str:
@@ -149,6 +146,7 @@ class JobRun:
 
     # -- the environment of the plugins ----------------------------------------------------------
 
+    @functools.cached_property
     def lake(self) -> LakeLocation:
         """The lake the job loads into: runner.yaml's catalog over the platform's defaults."""
         catalog = self.runner.catalog
@@ -232,7 +230,7 @@ class JobRun:
         inherited = {
             k: v
             for k, v in self.environ.items()
-            if not k.startswith(("TAP_", "TARGET_", "MELTANO_", "INGEST_SECRET_", "INGEST_"))
+            if not k.startswith(("TAP_", "TARGET_", "MELTANO_", "INGEST_"))  # secrets too
         }
         env = {
             **inherited,
@@ -283,7 +281,7 @@ class JobRun:
             log.info("run started", extractor=self.connector.id, plugin=self.plugin, attempt=self.attempt)
             for check in self.checks:
                 check(self)
-            lake = self.lake()
+            lake = self.lake
             with _scratch() as scratch:
                 meter, report_file = scratch / "meter", scratch / "report.json"
                 env = self.environment(lake, meter, report_file)
