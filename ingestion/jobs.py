@@ -9,6 +9,7 @@ it and the fix (`ingest validate`).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from ingestion.validation import read_yaml, validate
 JOB_SCHEMA: Final = "job.schema.json"
 RUNNER_SCHEMA: Final = "runner.schema.json"
 RUNNER_FILE: Final = "runner.yaml"
+JOB_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # as schemas/job.schema.json's job_name
 JOBS_DIR: Final = "jobs"
 
 # The image's volumes; each can be moved by an environment variable (or a flag), and defaults to a
@@ -395,9 +397,7 @@ def _connector(document: Mapping[str, Any], registry: Registry, problems: list[P
 
 
 def _valid_job_name(name: str) -> bool:
-    import re  # noqa: PLC0415 - only here
-
-    return re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", name) is not None
+    return JOB_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
