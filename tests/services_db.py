@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 from services import _unavailable
@@ -22,31 +23,35 @@ from devstack.nessie import ServiceError
 from devstack.postgres import PostgresServer
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """PostgreSQL 15 with wal_level=logical and wal2json; superuser `ingest` over TCP."""
-    base = Path(tempfile.mkdtemp(prefix="ingest-postgres-"))
-    server = PostgresServer(base)
+class _Server(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def _served(server_type: Callable[[Path], S], what: str) -> Iterator[S]:
+    """A server of `server_type` in a temporary folder for the session; removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix=f"ingest-{what.lower()}-"))
+    server = server_type(base)
     try:
         server.start()
     except ServiceError as error:
         shutil.rmtree(base, ignore_errors=True)
-        _unavailable("PostgreSQL", error)
+        _unavailable(what, error)
     yield server
     server.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL 15 with wal_level=logical and wal2json; superuser `ingest` over TCP."""
+    yield from _served(PostgresServer, "PostgreSQL")
 
 
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[MariaDBServer]:
     """MariaDB with a row-based binlog; account `ingest` with every privilege, replication included."""
-    base = Path(tempfile.mkdtemp(prefix="ingest-mariadb-"))
-    server = MariaDBServer(base)
-    try:
-        server.start()
-    except ServiceError as error:
-        shutil.rmtree(base, ignore_errors=True)
-        _unavailable("MariaDB", error)
-    yield server
-    server.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    yield from _served(MariaDBServer, "MariaDB")
