@@ -469,7 +469,8 @@ class TargetIcebergNessie(Target):
             raise
 
 
-# The target of this process (one per process), so that `invoke` can report how it ended.
+# The target of this process (one per process), so that `invoke` can report how it ended: the
+# SDK's `listen` and `process_lines`, where a run ends, are final and cannot be wrapped.
 _RUNNING: list[TargetIcebergNessie] = []
 
 
