@@ -342,25 +342,27 @@ class JobRun:
                     show.print(progress.describe(self.job.id), highlight=False)
 
         project = project_dir(self.environ)
-        process = subprocess.Popen(  # noqa: S603 - our own meltano, arguments from validated config
+        # `with`: the pipes are closed when Meltano is done (the orchestrator runs many jobs in one
+        # long-lived process).
+        with subprocess.Popen(  # noqa: S603 - our own meltano, arguments from validated config
             self.command(),
             cwd=project,
             env=dict(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )
-        assert process.stdout is not None
-        assert process.stderr is not None
-        readers = [
-            threading.Thread(target=pump, args=(process.stdout, "meltano.stdout"), daemon=True),
-            threading.Thread(target=pump, args=(process.stderr, "meltano"), daemon=True),
-        ]
-        for reader in readers:
-            reader.start()
-        returncode = process.wait()
-        for reader in readers:
-            reader.join()
+        ) as process:
+            assert process.stdout is not None
+            assert process.stderr is not None
+            readers = [
+                threading.Thread(target=pump, args=(process.stdout, "meltano.stdout"), daemon=True),
+                threading.Thread(target=pump, args=(process.stderr, "meltano"), daemon=True),
+            ]
+            for reader in readers:
+                reader.start()
+            returncode = process.wait()
+            for reader in readers:
+                reader.join()
         return returncode, tail
 
     # -- run metadata ----------------------------------------------------------------------------
