@@ -56,7 +56,7 @@ PLATFORM_TENANT: Final = "_platform"  # the catalog's own secrets: /secrets/_pla
 RETRYABLE_OUTPUT: Final = re.compile(
     r"\b429\b|Too Many Requests|rate.?limit|Connection refused|could not connect|Could not connect|"
     r"timed out|Temporary failure in name resolution|\b50[234]\b|Service Unavailable|Bad Gateway|"
-    r"ConnectionResetError|RemoteDisconnected",
+    r"ConnectionResetError|RemoteDisconnected|\bConnectError\b|\bConnectTimeout\b|did not answer",
 )
 _CHECKPOINT_LINE: Final = re.compile(r"checkpoint \S+ committed \([^)]*\): (\d+) table\(s\), (\d+) row\(s\)")
 
