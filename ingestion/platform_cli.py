@@ -145,7 +145,7 @@ def run_command(  # noqa: PLR0917 - click passes every option by name
     """Run JOB (<tenant>/<job>) once, or every job with --all; a backfill with --from/--to runs its
     windows in order, each committed on its own, and resumes at the first unfinished window."""
     from ingestion.backfill import run_backfill  # noqa: PLC0415 - the runner loads Meltano's env
-    from ingestion.runner import run_job  # noqa: PLC0415
+    from ingestion.runner import preflight_checks, run_job  # noqa: PLC0415
 
     paths = _paths(**dirs)
     runner = load_runner(paths)
@@ -167,7 +167,7 @@ def run_command(  # noqa: PLR0917 - click passes every option by name
     else:
         assert job is not None
         jobs = [find_job(paths, job)]
-    checks = _checks(runner)
+    checks = preflight_checks(runner)
     interactive = sys.stderr.isatty() and not as_json
     results = []
     for spec in sorted(jobs, key=lambda j: j.id):
@@ -199,23 +199,6 @@ def run_command(  # noqa: PLR0917 - click passes every option by name
         _print_runs(summary)
     worst = max((r.exit_code for r in results), key=lambda code: _SEVERITY.get(code, 3), default=0)
     raise SystemExit(worst)
-
-
-def _checks(runner: Any) -> list[Callable[[Any], None]]:
-    """Checks before Meltano starts: the SaaS refusals (saas mode), then the infrastructure: the
-    catalog answers and the warehouse takes a write (the source is checked by the run itself)."""
-    from ingestion.inspect import infrastructure  # noqa: PLC0415
-
-    found: list[Callable[[Any], None]] = []
-    if runner.deployment == "saas":
-        from ingestion.saas import refuse_unless_allowed  # noqa: PLC0415
-
-        def saas(run: Any) -> None:
-            refuse_unless_allowed(run.connector, {**run.job.config, **run.secrets.resolve(run.job.secrets)})
-
-        found.append(saas)
-    found.append(infrastructure)
-    return found
 
 
 def _print_runs(rows: list[dict[str, Any]]) -> None:

@@ -543,6 +543,24 @@ def _outcome(
     return code, {"kind": kind, "message": message[-2000:]}
 
 
+def preflight_checks(runner: RunnerConfig) -> list[Callable[[JobRun], None]]:
+    """What `ingest run` and the orchestrator check before Meltano starts: the SaaS refusals (saas
+    mode), then the infrastructure: the catalog answers and the warehouse takes a write (the source
+    is checked by the run itself)."""
+    from ingestion.inspect import infrastructure  # noqa: PLC0415 - inspect runs jobs itself
+
+    found: list[Callable[[JobRun], None]] = []
+    if runner.deployment == "saas":
+        from ingestion.saas import refuse_unless_allowed  # noqa: PLC0415 - saas mode only
+
+        def saas(run: JobRun) -> None:
+            refuse_unless_allowed(run.connector, {**run.job.config, **run.secrets.resolve(run.job.secrets)})
+
+        found.append(saas)
+    found.append(infrastructure)
+    return found
+
+
 def run_job(
     job: JobSpec,
     paths: PlatformPaths,
