@@ -390,6 +390,7 @@ class JobRun:
                 "bytes_written": int(info.get("bytes", 0)),
                 "snapshot_ids": [int(s) for s in info.get("snapshots") or []],
                 "contract": info.get("contract"),
+                "contract_checks": _contract_checks(info),
             }
             for name, info in (report.get("streams") or {}).items()
         }
@@ -519,6 +520,23 @@ def _meter_counts(folder: Path) -> dict[str, int]:
         for host, n in _read_json(file).get("by_host", {}).items():
             total[str(host)] = total.get(str(host), 0) + int(n)
     return total
+
+
+def _contract_checks(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the stream's contract checks found: rows per failed check (no row values: those stay in
+    the run log), run-level rules that failed, and what the enforcement level did with the rows."""
+    if not info.get("contract"):
+        return None
+    violations = info.get("violations") or {}
+    return {
+        "enforcement": str(info.get("enforcement") or "fail"),
+        "failed_checks": {
+            str(check): int(found.get("rows", 0)) for check, found in (violations.get("checks") or {}).items()
+        },
+        "failed_run_rules": [str(rule) for rule in violations.get("run_level") or []],
+        "quarantined": int(violations.get("quarantined") or 0),
+        "dropped": int(violations.get("dropped") or 0),
+    }
 
 
 def _outcome(

@@ -398,7 +398,11 @@ class TargetIcebergNessie(Target):
                         else 0
                     ),
                     **(
-                        {"contract": sink.contract.contract.ref, "violations": sink.contract.report.to_json()}
+                        {
+                            "contract": sink.contract.contract.ref,
+                            "enforcement": sink.contract.level,
+                            "violations": sink.contract.report.to_json(),
+                        }
                         if sink.contract is not None
                         else {}
                     ),

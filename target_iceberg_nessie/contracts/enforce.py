@@ -151,6 +151,8 @@ class StreamContract:
             samples[check] = describe_rows(table, first, key, numbers)
         outcome.counts, outcome.samples = counts, samples
         if self.level == "fail":
+            with self._lock:  # the run report says which checks stopped the run
+                self.report.add(counts, samples)
             raise ContractViolation(describe(self.stream, self.contract, counts, samples))
         bad = found.bad_mask()
         bad_rows = pc.indices_nonzero(bad)
