@@ -87,6 +87,7 @@ ENV PATH=/opt/ingestion/.venv/bin:$PATH \
     MELTANO_SEND_ANONYMOUS_USAGE_STATS=false \
     MELTANO_DATABASE_URI=sqlite:////state/meltano.db \
     DAGSTER_HOME=/state/dagster \
+    DAGSTER_WEBSERVER_HOST=0.0.0.0 \
     DAGSTER_WEBSERVER_PORT=3000 \
     INGEST_IN_CONTAINER=true
 

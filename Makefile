@@ -12,7 +12,7 @@ export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_COMPILE_BYTECODE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup plugins services s3-server devstack-up devstack-down demo test lint typecheck nessie bench clean-lake clean examples
+.PHONY: setup plugins services s3-server devstack-up devstack-down demo serve test lint typecheck nessie bench clean-lake clean examples
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -54,7 +54,12 @@ demo: plugins
 	$(BIN)/meltano run demo
 	$(BIN)/ingest tables --sample 3
 
-# The database servers the extractor tests start on loopback (Debian packages; root installs the
+# The orchestrator: Dagster's UI on http://127.0.0.1:3000 and its daemon (schedules, run queue) for
+# every job under configs/ (docs/orchestration.md).
+serve: plugins
+	$(BIN)/ingest serve
+
+# The servers and the browser the tests use (Debian packages; root installs the
 # missing ones, nothing happens when all are there).
 services: setup
 	$(BIN)/python -m devstack.install_services
@@ -87,9 +92,11 @@ devstack-up: setup s3-server services
 devstack-down: setup
 	$(BIN)/python -m devstack.stack down
 
-# docs/examples/run-metadata.json: the run metadata of a real `ingest run demo/demo_csv` (a test run).
-examples: plugins
+# docs/examples/run-metadata.json: the run metadata of a real `ingest run demo/demo_csv`, and
+# docs/images/dagster-*.png: the Dagster UI of a real `ingest serve` (both taken by test runs).
+examples: plugins services
 	INGEST_WRITE_EXAMPLE=1 $(BIN)/pytest tests/e2e/test_ingest_run.py -k loads_the_job -q
+	INGEST_WRITE_EXAMPLE=1 $(BIN)/pytest tests/e2e/test_orchestrator_ui.py -q
 
 bench: setup
 	$(BIN)/python bench/run_bench.py --records 1000000

@@ -1,7 +1,8 @@
-"""Install the database servers the tests start on loopback: `python -m devstack.install_services`.
+"""Install the servers and tools the tests need: `python -m devstack.install_services`.
 
 Debian packages only: PostgreSQL 15 with the wal2json logical decoding plugin (log-based replication
-of tap-postgres) and MariaDB (tap-mysql, binlog replication). Packages already installed are left
+of tap-postgres), MariaDB (tap-mysql, binlog replication) and Chromium (the browser test of the
+Dagster UI). Packages already installed are left
 alone, so the command does nothing on a prepared machine. The test setup starts its own throwaway
 servers (devstack/postgres.py, devstack/mariadb.py); a system server that a package starts on
 install is stopped and disabled, so it neither holds the default ports nor runs unused.
@@ -23,6 +24,7 @@ PACKAGES: Final = {
     "postgresql-15": "postgresql",
     "postgresql-15-wal2json": None,
     "mariadb-server": "mariadb",
+    "chromium": None,  # the Dagster UI test drives it headless through Playwright
 }
 
 

@@ -44,6 +44,7 @@ from ingestion.platform_cli import (
     register_state_commands,
     run_command,
     runs_command,
+    serve_command,
     validate_command,
 )
 from ingestion.state import StateDocument, read_state_documents
@@ -476,7 +477,7 @@ def _rollback_note(plan: RollbackPlan) -> None:
 
 
 cli.add_command(contracts_group)
-for _command in (validate_command, run_command, runs_command, check_command, discover_command):
+for _command in (validate_command, run_command, runs_command, check_command, discover_command, serve_command):
     cli.add_command(_command)
 register_state_commands(state_group)
 

@@ -442,3 +442,47 @@ def discover_command(job: str, contract_stream: str | None, as_json: bool, **dir
     for name, schema in sorted(streams.items()):
         table.add_row(cell(name), cell(", ".join((schema.get("properties") or {}).keys())))
     console().print(table)
+
+
+@click.command("serve")
+@click.option(
+    "--host",
+    default=lambda: os.environ.get("DAGSTER_WEBSERVER_HOST", "127.0.0.1"),
+    show_default="$DAGSTER_WEBSERVER_HOST, else 127.0.0.1 (the image: 0.0.0.0)",
+    help="Address the Dagster UI listens on.",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("DAGSTER_WEBSERVER_PORT", "3000")),
+    show_default="$DAGSTER_WEBSERVER_PORT, else 3000",
+    help="Port of the Dagster UI.",
+)
+@click.option(
+    "--print-instance",
+    is_flag=True,
+    help="Print the Dagster instance settings (dagster.yaml) runner.yaml implies, and exit.",
+)
+@click.option(
+    "--prepare-only", is_flag=True, help="Write DAGSTER_HOME's dagster.yaml and workspace.yaml, and exit."
+)
+@platform_options
+def serve_command(
+    host: str, port: int, print_instance: bool, prepare_only: bool, **dirs: Path | None
+) -> None:
+    """Start the orchestrator: the Dagster webserver (UI) and daemon (schedules, run queue) for every
+    job under configs/, in DAGSTER_HOME (default <state>/dagster). The image's default command."""
+    from ingestion.orchestration import serve  # noqa: PLC0415 - Dagster's own start-up is slow
+    from ingestion.runner import project_dir  # noqa: PLC0415
+
+    paths = _paths(**dirs)
+    runner = load_runner(paths)
+    if print_instance:
+        click.echo(serve.instance_yaml(runner), nl=False)
+        return
+    if prepare_only:
+        home = serve.dagster_home(paths, os.environ)
+        for line in serve.prepare(runner, home, project_dir(os.environ)):
+            click.echo(line)
+        return
+    raise SystemExit(serve.serve(paths, runner, host=host, port=port))

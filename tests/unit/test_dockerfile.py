@@ -122,6 +122,15 @@ def test_runtime_stage_runs_ingest_as_a_non_root_user(parsed: list[Instruction])
     entrypoint = next(i for i in final if i.keyword == "ENTRYPOINT")
     assert json.loads(entrypoint.arguments) == ["ingest"]
     assert json.loads(next(i for i in final if i.keyword == "CMD").arguments) == ["serve"]
+    # `ingest serve` exists, listens on every interface of the container, keeps Dagster's state in /state.
+    from click.testing import CliRunner  # noqa: PLC0415 - only this test runs the CLI
+
+    from ingestion.cli import cli  # noqa: PLC0415
+
+    assert CliRunner().invoke(cli, ["serve", "--help"]).exit_code == 0
+    env = " ".join(i.arguments for i in final if i.keyword == "ENV")
+    assert "DAGSTER_WEBSERVER_HOST=0.0.0.0" in env
+    assert "DAGSTER_HOME=/state/dagster" in env
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert "ingest" in scripts
 
