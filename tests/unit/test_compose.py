@@ -77,18 +77,35 @@ def test_the_stack_loads_as_a_valid_compose_project(project: dict[str, Any]) -> 
     platform = project["services"]["platform"]
     assert Path(platform["build"]["context"]) == REPO_ROOT
     assert platform["build"]["dockerfile"] == "Dockerfile"
-    assert platform["environment"]["TARGET_ICEBERG_NESSIE_S3_ACCESS_KEY_ID"] == example["MINIO_ROOT_USER"]
-    assert (
-        platform["environment"]["TARGET_ICEBERG_NESSIE_S3_SECRET_ACCESS_KEY"]
-        == example["MINIO_ROOT_PASSWORD"]
-    )
-    assert (
-        platform["environment"]["TARGET_ICEBERG_NESSIE_WAREHOUSE"]
-        == f"s3://{example['WAREHOUSE_BUCKET']}/lake"
-    )
+    environment = platform["environment"]
+    assert environment["INGEST_SECRET__PLATFORM__S3_ACCESS_KEY_ID"] == example["MINIO_ROOT_USER"]
+    assert environment["INGEST_SECRET__PLATFORM__S3_SECRET_ACCESS_KEY"] == example["MINIO_ROOT_PASSWORD"]
+    assert environment["INGEST_SECRET_DEVSTACK__postgres_password"] == example["POSTGRES_PASSWORD"]
+    assert environment["INGEST_WAREHOUSE"] == f"s3://{example['WAREHOUSE_BUCKET']}/lake"
+    assert platform["command"] == ["serve"]
     nessie = project["services"]["nessie"]["environment"]
     assert nessie["nessie.version.store.type"] == "JDBC2"
     assert nessie["quarkus.datasource.postgresql.jdbc.url"] == "jdbc:postgresql://postgres:5432/nessie"
+
+
+def test_the_platform_runs_the_stacks_jobs_against_its_services(tmp_path: Path) -> None:
+    """The mounted tree validates (runner.yaml, the checkout's jobs and the stack's own), its lake is
+    the nessie and minio services, and its database jobs read the stack's postgres and mysql."""
+    from ingestion.jobs import PlatformPaths, validate_tree  # noqa: PLC0415 - only this test
+
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO_ROOT / "configs" / "jobs", configs / "jobs")
+    shutil.copytree(COMPOSE_DIR / "configs" / "jobs" / "devstack", configs / "jobs" / "devstack")
+    shutil.copy(COMPOSE_DIR / "configs" / "runner.yaml", configs / "runner.yaml")
+    tree = validate_tree(PlatformPaths.resolve(root=REPO_ROOT, environ={}, configs=configs))
+    assert not tree.errors, [str(e) for e in tree.errors]
+    assert tree.runner.catalog.type == "nessie"
+    assert set(tree.runner.catalog.secrets.values()) == {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
+    assert tree.jobs["devstack/shop_postgres"].config["host"] == "postgres"
+    assert tree.jobs["devstack/shop_mysql"].config["host"] == "mysql"
+    compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    mounts = {volume.split(":")[1] for volume in compose["services"]["platform"]["volumes"]}
+    assert {"/configs/runner.yaml", "/configs/jobs/devstack", "/specs/assets", "/specs/registry"} <= mounts
 
 
 def test_a_missing_password_stops_compose_with_the_fix(tmp_path: Path) -> None:
