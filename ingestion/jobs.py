@@ -296,12 +296,20 @@ def _check_job(
         problems.append(
             Problem("<file>", f"{file.stem!r} is not a job name", "rename the file: [a-z][a-z0-9_-]*")
         )
-    _check_connector(document, registry, problems)
+    connector = _check_connector(document, registry, problems)
+    contracts = document.get("contracts")
+    if contracts is None and connector is not None and connector.default_contracts:
+        # The connector's defaults apply: they must be there too (`contracts: []` opts out).
+        document = {**document, "contracts": list(connector.default_contracts)}
     _check_references(document, paths, folder, problems)
+    if connector is not None:
+        _check_contract_streams(document, connector, paths, problems)
     return problems
 
 
-def _check_connector(document: Mapping[str, Any], registry: Registry, problems: list[Problem]) -> None:
+def _check_connector(
+    document: Mapping[str, Any], registry: Registry, problems: list[Problem]
+) -> Connector | None:
     connector = _connector(document, registry, problems)
     if connector is not None:
         plugin = document.get("plugin")
@@ -323,6 +331,45 @@ def _check_connector(document: Mapping[str, Any], registry: Registry, problems: 
                         f"use some of: {', '.join(connector.streams.names)}",
                     )
                 )
+    return connector
+
+
+def _job_streams(document: Mapping[str, Any], connector: Connector) -> list[str]:
+    """The streams a job names: `streams`, or the entries of the setting that configures them."""
+    if document.get("streams"):
+        return [str(s) for s in document["streams"]]
+    key = connector.streams.config_key if connector.streams else None
+    entries = (document.get("config") or {}).get(key) if key else None
+    names = [e.get("table_name") or e.get("name") for e in entries or [] if isinstance(e, Mapping)]
+    return [str(n) for n in names if n]
+
+
+def _check_contract_streams(
+    document: Mapping[str, Any], connector: Connector, paths: PlatformPaths, problems: list[Problem]
+) -> None:
+    """A contract that describes none of the streams a job names would never be enforced."""
+    streams = set(_job_streams(document, connector))
+    if not streams:
+        return
+    for n, asset in enumerate(document.get("contracts") or []):
+        file = (paths.assets / asset).resolve()
+        if not file.is_file() or not file.is_relative_to(paths.assets.resolve()):
+            continue  # reported by _check_references
+        try:
+            objects = (read_yaml(file) or {}).get("schema") or []
+        except ConfigError:
+            continue  # `ingest contracts validate` names what is wrong in the file
+        names = {str(o.get(k)) for o in objects if isinstance(o, Mapping) for k in ("name", "physicalName")}
+        if not names & streams:
+            described = sorted(str(o.get("name")) for o in objects if isinstance(o, Mapping))
+            problems.append(
+                Problem(
+                    f"contracts[{n}]",
+                    f"{asset!r} describes stream(s) {described}, none of which the job loads "
+                    f"({', '.join(sorted(streams))}), so it would never be enforced",
+                    "name the stream as the contract does (streams, table_name) or use its contract",
+                )
+            )
 
 
 def _check_references(

@@ -94,12 +94,49 @@ def test_a_good_job_loads_with_its_defaults(paths: PlatformPaths) -> None:
         (GOOD_JOB + "incremental: {lookback: 2y}\n", "incremental.lookback", "wrong form"),
         (GOOD_JOB + "colour: blue\n", "the top level", "unknown key(s) 'colour'"),
         (GOOD_JOB.replace("write_mode: upsert", "write_mode: merge"), "target.write_mode", "is not one of"),
+        # a contract of another stream would never be enforced
+        (
+            GOOD_JOB.replace("stripe/v1.0/customers.yaml", "stripe/v1.0/charges.yaml"),
+            "contracts[0]",
+            "describes stream(s) ['charges'], none of which the job loads (customers)",
+        ),
+        (
+            """
+            schema_version: 1
+            tenant: acme
+            extractor: google_drive
+            config: {files: [{path: "gdrive://x/*.csv", format: csv, table_name: customers}]}
+            contracts: [google_drive/v1.0/customers.yaml]
+            """,
+            "contracts[0]",
+            "name the stream as the contract does",
+        ),
     ],
 )
 def test_mistakes_are_named_with_the_fix(paths: PlatformPaths, text: str, path: str, needle: str) -> None:
     write(paths, "jobs/acme/stripe_billing.yaml", text)
     found = problems_of(paths)
     assert any(p == path and needle in f"{m} {fix}" for _, p, m, fix in found), found
+
+
+def test_the_connectors_default_contracts_must_exist_unless_the_job_opts_out(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    (specs / "assets").mkdir(parents=True)
+    (specs / "registry").symlink_to(REPO_ROOT / "registry", target_is_directory=True)
+    paths = PlatformPaths.resolve(configs=tmp_path / "configs", specs=specs, environ={})
+    job = """
+    schema_version: 1
+    tenant: acme
+    extractor: postgres
+    streams: [public-orders]
+    config: {host: db.example.com, database: shop}
+    """
+    write(paths, "jobs/acme/shop.yaml", job)
+    found = problems_of(paths)
+    assert [(p, m.split(" at ")[0]) for _, p, m, _ in found] == [("contracts[0]", "no contract")], found
+    assert "postgres/v1.0/orders.yaml" in found[0][2]
+    write(paths, "jobs/acme/shop.yaml", textwrap.dedent(job) + "contracts: []\n")
+    assert problems_of(paths) == []
 
 
 @pytest.mark.parametrize(
