@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingestion.errors import PlatformError
 from ingestion.jobs import PlatformPaths, validate_tree
 from ingestion.orchestration.assets import JOB_TAG, TENANT_TAG, build_job_assets, build_job_op
 from ingestion.orchestration.meltano_project import meltano_definitions
@@ -23,6 +24,7 @@ from ingestion.orchestration.schedules import platform_schedules
 from ingestion.orchestration.translator import IngestTranslator, dagster_name, job_tables
 from ingestion.registry import load_registry
 from ingestion.runner import project_dir
+from target_iceberg_nessie.errors import TargetError
 
 __all__ = ["IngestPlatform", "IngestTranslator", "build_definitions"]
 
@@ -57,8 +59,13 @@ def build_definitions(
         connector = registry.connector(job.extractor)
         tags = {TENANT_TAG: job.tenant, JOB_TAG: job_id}
         name = f"{dagster_name(job.tenant)}__{dagster_name(job.name)}"
+        try:
+            found = job_tables(job, connector, paths, project)
+        except (PlatformError, TargetError) as error:  # a contract it names cannot be read
+            log.warning("left out of the orchestrator: %s: %s", job.source, error)
+            continue
         tables = []
-        for table in job_tables(job, connector, paths, project):
+        for table in found:
             owner = owners.setdefault(table.identifier, job_id)
             if owner == job_id:
                 tables.append(table)

@@ -269,7 +269,10 @@ def test_contract_results_are_asset_checks(platform: Platform) -> None:
     failed = check.metadata["failed_checks"].value
     assert sum(failed.values()) == SMALL_BUSINESS
     assert check.metadata["quarantined"].value == SMALL_BUSINESS
-    table = _materializations(result)["demo/checked/customers"]
+    found = _materializations(result)
+    table = found["demo/checked/customers"]
+    # The quarantine table is known only at run time: recorded under its own key.
+    assert found["demo/checked/customers__rejected"]["rows_written"] == SMALL_BUSINESS
     assert table["rows_written"] == DEMO_ROWS["customers"] - SMALL_BUSINESS
     assert table["rows_rejected"] == SMALL_BUSINESS
     assert (
@@ -324,6 +327,42 @@ def test_a_retryable_failure_is_retried_with_backoff_up_to_max_attempts(platform
     once = platform.execute("demo__demo_csv")
     assert not once.success
     assert _retries(once) == 0
+
+
+def test_a_job_whose_tables_are_unknown_runs_as_a_plain_job_until_its_first_run(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A discovering database tap without `streams`: no asset can be declared before a run, so the job
+    is an op job; once a run's metadata names the tables, the definitions declare them."""
+    shop = """
+        schema_version: 1
+        tenant: demo
+        extractor: postgres
+        config: {host: db.example.com, port: 5432, database: shop, user: reader}
+        target: {namespace: shop}
+        """
+    # The connector's default contract is not in this platform's specs: that job is left out, with
+    # the reason logged, and every other job still loads.
+    platform.write("configs/jobs/demo/shop.yaml", shop)
+    defs = platform.definitions()
+    assert "demo__shop" not in {job.name for job in defs.resolve_all_job_defs()}
+    assert "demo__demo_csv" in {job.name for job in defs.resolve_all_job_defs()}
+    assert "no contract at" in caplog.text
+    assert "postgres/v1.0/orders.yaml" in caplog.text
+
+    platform.write("configs/jobs/demo/shop.yaml", textwrap.dedent(shop) + "contracts: []\n")
+    defs = platform.definitions()
+    assert "demo__shop" in {job.name for job in defs.resolve_all_job_defs()}
+    assert not any(s.key.to_user_string().startswith("demo/shop/") for s in defs.resolve_all_asset_specs())
+
+    record = {"job_id": "demo/shop", "streams": {"public-orders": {}, "public-orders__rejected": {}}}
+    runs = platform.root / "logs" / "demo" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "20261126T000000Z-0000abcd.json").write_text(json.dumps(record), encoding="utf-8")
+    again = platform.definitions()
+    keys = {s.key.to_user_string() for s in again.resolve_all_asset_specs()}
+    assert "demo/shop/public_orders" in keys
+    assert "demo/shop/public_orders__rejected" not in keys  # recorded at run time, not declared
 
 
 def test_schedules_evaluate_to_run_requests(platform: Platform) -> None:
