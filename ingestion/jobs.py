@@ -297,13 +297,14 @@ def _check_job(
             Problem("<file>", f"{file.stem!r} is not a job name", "rename the file: [a-z][a-z0-9_-]*")
         )
     connector = _check_connector(document, registry, problems)
-    contracts = document.get("contracts")
-    if contracts is None and connector is not None and connector.default_contracts:
+    if connector is not None and document.get("contracts"):
+        # Contracts the job names must describe a stream it loads (the connector's defaults cover
+        # all its streams, of which a job may load some).
+        _check_contract_streams(document, connector, paths, problems)
+    if document.get("contracts") is None and connector is not None and connector.default_contracts:
         # The connector's defaults apply: they must be there too (`contracts: []` opts out).
         document = {**document, "contracts": list(connector.default_contracts)}
     _check_references(document, paths, folder, problems)
-    if connector is not None:
-        _check_contract_streams(document, connector, paths, problems)
     return problems
 
 

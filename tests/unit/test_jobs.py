@@ -119,6 +119,15 @@ def test_mistakes_are_named_with_the_fix(paths: PlatformPaths, text: str, path: 
     assert any(p == path and needle in f"{m} {fix}" for _, p, m, fix in found), found
 
 
+def test_a_job_may_load_some_of_the_streams_its_default_contracts_cover(paths: PlatformPaths) -> None:
+    write(
+        paths,
+        "jobs/acme/stripe_billing.yaml",
+        GOOD_JOB.replace("contracts: [stripe/v1.0/customers.yaml]\n", ""),
+    )
+    assert problems_of(paths) == []
+
+
 def test_the_connectors_default_contracts_must_exist_unless_the_job_opts_out(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     (specs / "assets").mkdir(parents=True)
