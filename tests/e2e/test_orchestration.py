@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,8 +24,9 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from _commands import MeltanoProject, clean_env, copy_meltano_project
+from _commands import MeltanoProject, clean_env, copy_meltano_project, redirect_extractor
 from conftest import REPO_ROOT, Lake, read_pyiceberg
+from fakes.stripe import ACCOUNT_ID, SECRET_KEY, FakeStripe
 
 from ingestion.jobs import PlatformPaths
 from ingestion.orchestration import build_definitions
@@ -363,6 +365,59 @@ def test_a_job_whose_tables_are_unknown_runs_as_a_plain_job_until_its_first_run(
     keys = {s.key.to_user_string() for s in again.resolve_all_asset_specs()}
     assert "demo/shop/public_orders" in keys
     assert "demo/shop/public_orders__rejected" not in keys  # recorded at run time, not declared
+
+
+def test_api_calls_reach_the_assets_and_no_secret_reaches_dagster(tmp_path: Path) -> None:
+    """A Stripe job (the fake, through the test-only redirection) run by Dagster: each table's
+    materialization carries the run's API calls, equal to what the fake served, and the key appears
+    nowhere in the Dagster instance (event log, run storage, captured logs) or in any event."""
+    lake = Lake(tmp_path / "lake")
+    project = copy_meltano_project(tmp_path / "project", lake, extractors=("tap-stripe",))
+    platform = Platform(tmp_path, project, lake)
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "registry").symlink_to(REPO_ROOT / "registry", target_is_directory=True)
+    shutil.copytree(REPO_ROOT / "assets" / "stripe", tmp_path / "specs" / "assets" / "stripe")
+    platform.runner()
+    platform.write("secrets/acme/stripe.env", f"STRIPE_API_KEY={SECRET_KEY}\n")
+    platform.write(
+        "configs/jobs/acme/stripe_billing.yaml",
+        f"""
+        schema_version: 1
+        tenant: acme
+        extractor: stripe
+        streams: [customers, charges]
+        config: {{account_id: {ACCOUNT_ID}, start_date: "2025-01-01T00:00:00Z"}}
+        secrets: {{client_secret: STRIPE_API_KEY}}
+        target: {{namespace: stripe, write_mode: upsert, contract_enforcement: quarantine}}
+        """,
+    )
+    home = tmp_path / "dagster"
+    home.mkdir()
+    try:
+        with FakeStripe(customers=12, charges=9, invoices=0) as fake:
+            redirect_extractor(project, "tap-stripe", fake.redirects)
+            job = platform.definitions().resolve_job_def("acme__stripe_billing")
+            with dg.instance_for_test(temp_dir=str(home)) as instance:
+                result = job.execute_in_process(instance=instance, raise_on_error=False)
+                events = [str(e) for e in result.all_events]
+            served = fake.request_count
+    finally:
+        lake.close()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    found = _materializations(result)
+    assert set(found) == {"acme/stripe/customers", "acme/stripe/charges"}
+    for table in found.values():
+        assert table["api_calls"] == served > 0
+        assert sum(table["api_calls_by_host"]["tap-stripe"].values()) == served
+    assert found["acme/stripe/customers"]["rows_written"] == 12
+
+    forms = {SECRET_KEY, SECRET_KEY.replace("_", "%5F")}
+    assert not [e for e in events if any(s in e for s in forms)]
+    scanned = [f for f in home.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".db" for f in scanned), scanned  # the instance's SQLite storage
+    for file in scanned:
+        text = file.read_bytes().decode("utf-8", errors="replace")
+        assert not [s for s in forms if s in text], f"the Stripe key in {file}"
 
 
 def test_schedules_evaluate_to_run_requests(platform: Platform) -> None:

@@ -344,3 +344,46 @@ def test_serve_refuses_oneshot_mode(tmp_path: Path) -> None:
     assert "mode: oneshot" in done.stderr
     assert "ingest run <job>" in done.stderr
     assert not (tmp_path / "state" / "dagster").exists()  # nothing prepared
+
+
+def test_dagster_dev_loads_the_same_definitions(orchestrator: Orchestrator) -> None:
+    """`dagster dev -m ingestion.orchestration.definitions`, with the platform's folders in INGEST_*."""
+    root = orchestrator.root
+    port = _free_port()
+    env = {k: v for k, v in clean_env().items() if not k.startswith("INGEST_")}
+    env |= {
+        f"INGEST_{folder.upper()}_DIR": str(root / folder) for folder in ("configs", "specs", "state", "logs")
+    }
+    env |= {"INGEST_MELTANO_PROJECT": str(root / "project"), "DAGSTER_HOME": str(root / "dagster-dev")}
+    (root / "dagster-dev").mkdir()
+    log = root / "dagster-dev.log"
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [
+        str(dagster),
+        "dev",
+        "-m",
+        "ingestion.orchestration.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    dev = Orchestrator(f"http://127.0.0.1:{port}", root, process, log)
+    try:
+        _wait_until_up(dev)  # returns once the job beta__one is loaded
+        data = dev.graphql(
+            "{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name } } } } }"
+        )
+        jobs = {job["name"] for node in data["repositoriesOrError"]["nodes"] for job in node["jobs"]}
+        assert {"alpha__one", "alpha__two", "beta__one", "meltano__demo"} <= jobs
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
