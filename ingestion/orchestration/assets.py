@@ -33,20 +33,8 @@ def tenant_pool(tenant: str) -> str:
 
 
 def retry_policy(job: JobSpec, runner: RunnerConfig) -> RetryPolicy:
-    """The job's `retries` over runner.yaml's `retry_policy`."""
-    base = runner.retry_policy
-    given = job.retries
-    return RetryPolicy(
-        max_attempts=given.max_attempts if given.max_attempts is not None else base.max_attempts,
-        initial_backoff_seconds=(
-            given.initial_backoff_seconds
-            if given.initial_backoff_seconds is not None
-            else base.initial_backoff_seconds
-        ),
-        max_backoff_seconds=(
-            given.max_backoff_seconds if given.max_backoff_seconds is not None else base.max_backoff_seconds
-        ),
-    )
+    """The job's `retries` over runner.yaml's `retry_policy`, setting by setting."""
+    return RetryPolicy(**{**runner.retry_policy.model_dump(), **job.retries.model_dump(exclude_none=True)})
 
 
 def backoff_seconds(policy: RetryPolicy, attempt: int) -> float:
