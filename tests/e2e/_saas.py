@@ -7,7 +7,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 from _commands import Finished, MeltanoProject, copy_meltano_project, redirect_extractor
 from conftest import REPO_ROOT, Lake, new_nessie_branch
 from fakes.base import FakeApi, Served
+from fakes.stripe import ACCOUNT_ID, SECRET_KEY
 
 LOADER = "target-iceberg-nessie"
 NAMESPACE = ("default", "raw")
@@ -23,6 +24,25 @@ PIPELINE_ID = "default.raw"  # the loader's default: <tenant>.<namespace>
 
 sys.path.insert(0, str(REPO_ROOT / "packages" / "ingest-http-meter" / "src"))
 from ingest_http_meter import read_counts  # noqa: E402 - the meter package is not a project dependency
+
+
+def write_stripe_job(write: Callable[[str, str], Any], *, extra: str = "") -> None:
+    """The platform job acme/stripe_billing (customers and charges of the fake's account) and its key,
+    written with the platform's `write(relative path, text)`."""
+    write("secrets/acme/stripe.env", f"STRIPE_API_KEY={SECRET_KEY}\n")
+    write(
+        "configs/jobs/acme/stripe_billing.yaml",
+        f"""
+        schema_version: 1
+        tenant: acme
+        extractor: stripe
+        streams: [customers, charges]
+        config: {{account_id: {ACCOUNT_ID}, start_date: "2025-01-01T00:00:00Z"}}
+        secrets: {{client_secret: STRIPE_API_KEY}}
+        target: {{namespace: stripe, write_mode: upsert}}
+        {extra}
+        """,
+    )
 
 
 def make_lake(kind: str, root: Path, request: Any) -> Lake:

@@ -26,9 +26,10 @@ from typing import Any
 import jsonschema
 import pytest
 from _commands import MeltanoProject, clean_env, copy_meltano_project, redirect_extractor
+from _saas import write_stripe_job
 from conftest import REPO_ROOT, Lake, new_nessie_branch, read_duckdb, read_pyiceberg
 from fakes.base import ApiError, Fault
-from fakes.stripe import ACCOUNT_ID, SECRET_KEY, FakeStripe
+from fakes.stripe import SECRET_KEY, FakeStripe
 
 INGEST = Path(sys.executable).parent / "ingest"
 SCHEMA = json.loads((REPO_ROOT / "schemas" / "run-metadata.schema.json").read_text(encoding="utf-8"))
@@ -227,20 +228,7 @@ def test_a_run_loads_the_job_and_leaves_valid_run_metadata(platform: Platform) -
 
 def stripe_job(platform: Platform, fake: FakeStripe, *, extra: str = "") -> None:
     redirect_extractor(platform.project, "tap-stripe", fake.redirects)
-    platform.write("secrets/acme/stripe.env", f"STRIPE_API_KEY={SECRET_KEY}\n")
-    platform.write(
-        "configs/jobs/acme/stripe_billing.yaml",
-        f"""
-        schema_version: 1
-        tenant: acme
-        extractor: stripe
-        streams: [customers, charges]
-        config: {{account_id: {ACCOUNT_ID}, start_date: "2025-01-01T00:00:00Z"}}
-        secrets: {{client_secret: STRIPE_API_KEY}}
-        target: {{namespace: stripe, write_mode: upsert}}
-        {extra}
-        """,
-    )
+    write_stripe_job(platform.write, extra=extra)
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ from typing import Any
 import dagster as dg
 import pytest
 from _commands import MeltanoProject, clean_env, copy_meltano_project, redirect_extractor
+from _saas import write_stripe_job
 from conftest import REPO_ROOT, Lake, read_pyiceberg
-from fakes.stripe import ACCOUNT_ID, SECRET_KEY, FakeStripe
+from fakes.stripe import SECRET_KEY, FakeStripe
 
 from ingestion.jobs import PlatformPaths
 from ingestion.orchestration import build_definitions
@@ -378,19 +379,7 @@ def test_api_calls_reach_the_assets_and_no_secret_reaches_dagster(tmp_path: Path
     (tmp_path / "specs" / "registry").symlink_to(REPO_ROOT / "registry", target_is_directory=True)
     shutil.copytree(REPO_ROOT / "assets" / "stripe", tmp_path / "specs" / "assets" / "stripe")
     platform.runner()
-    platform.write("secrets/acme/stripe.env", f"STRIPE_API_KEY={SECRET_KEY}\n")
-    platform.write(
-        "configs/jobs/acme/stripe_billing.yaml",
-        f"""
-        schema_version: 1
-        tenant: acme
-        extractor: stripe
-        streams: [customers, charges]
-        config: {{account_id: {ACCOUNT_ID}, start_date: "2025-01-01T00:00:00Z"}}
-        secrets: {{client_secret: STRIPE_API_KEY}}
-        target: {{namespace: stripe, write_mode: upsert, contract_enforcement: quarantine}}
-        """,
-    )
+    write_stripe_job(platform.write)
     home = tmp_path / "dagster"
     home.mkdir()
     try:
