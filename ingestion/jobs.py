@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -411,6 +411,8 @@ def _check_references(
                 parse_lookback(str(value))
             except ConfigError as error:
                 problems.append(Problem(f"incremental.{key}", str(error), "write a duration like 2d"))
+    for _, bad in _bad_intervals([(document.get("schedule") or {}).get("interval")]):
+        problems.append(Problem("schedule.interval", str(bad), "use a cron expression or another interval"))
     overlap = set(document.get("config") or {}) & set(document.get("secrets") or {})
     if overlap:
         problems.append(
@@ -480,9 +482,27 @@ def validate_tree(paths: PlatformPaths) -> Tree:
         for n, s in enumerate(runner.schedules)
         if s.job not in jobs and not any(e.file.parent.name + "/" + e.file.stem == s.job for e in errors)
     ]
+    missing += [
+        Problem(
+            f"schedules[{n}].interval", str(error), "use a cron expression or an interval like 15m, 6h, 1d"
+        )
+        for n, error in _bad_intervals(s.interval for s in runner.schedules)
+    ]
     if missing:
         errors.append(ConfigFileError(paths.runner_file, missing))
     return Tree(runner, jobs, errors)
+
+
+def _bad_intervals(intervals: Iterable[str | None]) -> Iterator[tuple[int, ConfigError]]:
+    """Intervals no cron expression runs at (7m, 5h): the orchestrator could not schedule them."""
+    from ingestion.cadence import interval_cron  # noqa: PLC0415 - cadence imports lookback, as we do
+
+    for n, interval in enumerate(intervals):
+        if interval:
+            try:
+                interval_cron(interval)
+            except ConfigError as error:
+                yield n, error
 
 
 def find_job(paths: PlatformPaths, job: str) -> JobSpec:

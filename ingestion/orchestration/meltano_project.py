@@ -9,6 +9,7 @@ are the ones with one asset per table; these are whole-project tasks, as Meltano
 
 # No `from __future__ import annotations`: Dagster reads the op functions' annotations at runtime.
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,8 +21,10 @@ from typing import Any, Final
 import dagster as dg
 from dagster import OpExecutionContext
 
-from ingestion.orchestration.schedules import cron_of
+from ingestion.cadence import cron_of
 from ingestion.orchestration.translator import dagster_name, project_documents
+
+log = logging.getLogger("ingestion.orchestration")
 
 MELTANO_JOB_TAG: Final = "meltano/job"
 _NOT_SCHEDULED: Final = {"@once", "@manual", "@none", ""}
@@ -72,16 +75,21 @@ def _task_text(task: Any) -> str:
 def meltano_definitions(project: Path) -> tuple[list[dg.JobDefinition], list[dg.ScheduleDefinition]]:
     tasks, schedules = meltano_tasks(project)
     jobs = {task.name: _job(project, task) for task in tasks}
-    return list(jobs.values()), [
-        dg.ScheduleDefinition(
-            name=f"meltano__{dagster_name(name)}",
-            job=jobs[target],
-            cron_schedule=cron,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"meltano.yml schedule {name!r}",
-        )
-        for name, target, cron in schedules
-    ]
+    found = []
+    for name, target, cron in schedules:
+        try:
+            found.append(
+                dg.ScheduleDefinition(
+                    name=f"meltano__{dagster_name(name)}",
+                    job=jobs[target],
+                    cron_schedule=cron,
+                    default_status=dg.DefaultScheduleStatus.RUNNING,
+                    description=f"meltano.yml schedule {name!r}",
+                )
+            )
+        except dg.DagsterInvalidDefinitionError as error:
+            log.warning("meltano.yml schedule %r left out: %s; fix its interval", name, error)
+    return list(jobs.values()), found
 
 
 def _job(project: Path, task: MeltanoTask) -> dg.JobDefinition:

@@ -29,9 +29,9 @@ from _saas import write_stripe_job
 from conftest import REPO_ROOT, Lake, read_pyiceberg
 from fakes.stripe import SECRET_KEY, FakeStripe
 
+from ingestion.cadence import interval_cron
 from ingestion.jobs import PlatformPaths
 from ingestion.orchestration import build_definitions
-from ingestion.orchestration.schedules import interval_cron
 
 DEMO_ROWS = {"customers": 50, "orders": 200, "products": 10}
 SMALL_BUSINESS = 11  # customers whose segment the test contract does not allow (demo/data/customers.csv)
@@ -409,7 +409,7 @@ def test_api_calls_reach_the_assets_and_no_secret_reaches_dagster(tmp_path: Path
         assert not [s for s in forms if s in text], f"the Stripe key in {file}"
 
 
-def test_schedules_evaluate_to_run_requests(platform: Platform) -> None:
+def test_schedules_evaluate_to_run_requests(platform: Platform, caplog: pytest.LogCaptureFixture) -> None:
     platform.job(
         "demo_nightly",
         "schedule: {cron: '0 2 * * *', timezone: Europe/Berlin, tags: {tier: gold}}",
@@ -417,9 +417,13 @@ def test_schedules_evaluate_to_run_requests(platform: Platform) -> None:
     )
     platform.runner(
         schedules="[{job: demo/demo_csv, interval: 15m, tags: {team: crm}}, "
-        "{job: demo/demo_csv, cron: '0 3 * * *', enabled: false}]"
+        "{job: demo/demo_csv, cron: '0 3 * * *', enabled: false}, "
+        "{job: demo/demo_csv, cron: '99 * * * *'}]"
     )
     defs = platform.definitions()
+    # A cron Dagster cannot run (minute 99) leaves that schedule out, not the others.
+    assert "demo__demo_csv_schedule_3" not in {s.name for s in defs.schedules}
+    assert "schedule of demo/demo_csv left out" in caplog.text
     every = defs.resolve_schedule_def("demo__demo_csv_schedule")
     assert every.cron_schedule == "*/15 * * * *"
     assert every.default_status == dg.DefaultScheduleStatus.RUNNING

@@ -94,6 +94,8 @@ def test_a_good_job_loads_with_its_defaults(paths: PlatformPaths) -> None:
         (GOOD_JOB + "incremental: {lookback: 2y}\n", "incremental.lookback", "wrong form"),
         (GOOD_JOB + "colour: blue\n", "the top level", "unknown key(s) 'colour'"),
         (GOOD_JOB.replace("write_mode: upsert", "write_mode: merge"), "target.write_mode", "is not one of"),
+        # an interval no cron expression runs at: the orchestrator could not schedule it
+        (GOOD_JOB + "schedule: {interval: 7m}\n", "schedule.interval", "does not divide an hour"),
         # a contract of another stream would never be enforced
         (
             GOOD_JOB.replace("stripe/v1.0/customers.yaml", "stripe/v1.0/charges.yaml"),
@@ -203,6 +205,14 @@ def test_tenant_dirs_stay_inside_their_root(paths: PlatformPaths, tmp_path: Path
         paths.tenant_dir("state", "acme")
     with pytest.raises(ConfigError, match="not a tenant id"):
         paths.tenant_dir("logs", "../acme")
+
+
+def test_runner_schedule_intervals_must_be_schedulable(paths: PlatformPaths) -> None:
+    write(paths, "jobs/acme/stripe_billing.yaml", GOOD_JOB)
+    write(paths, "runner.yaml", "schema_version: 1\nschedules: [{job: acme/stripe_billing, interval: 5h}]\n")
+    found = problems_of(paths)
+    assert [(f, p) for f, p, _, _ in found] == [("runner.yaml", "schedules[0].interval")], found
+    assert "does not divide an hour or a day evenly" in found[0][2]
 
 
 def test_schedules_must_name_jobs(paths: PlatformPaths) -> None:
