@@ -11,6 +11,7 @@ too. `ingestion.orchestration.definitions` holds the loaded object for `dagster 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -42,8 +43,6 @@ def build_definitions(
 
     A job with problems is left out, with each problem logged (file, path, fix): one tenant's broken
     file must not stop every other tenant's schedules. `ingest validate` lists the same problems."""
-    import os  # noqa: PLC0415 - only here: the environment at load time
-
     paths = paths or PlatformPaths.resolve()
     project = project or project_dir(os.environ)
     translator = translator or IngestTranslator()
@@ -84,7 +83,8 @@ def build_definitions(
             target = dg.define_asset_job(
                 name, selection=dg.AssetSelection.assets(multi), tags=tags, description=multi.op.description
             )
-        else:  # tables unknown until the first run (a discovering tap without `streams`)
+        else:  # no table known before its first run (a discovering tap without `streams`), or all of
+            # them another job's
             target = build_job_op(job, connector, tree.runner, name=name, tags=tags)
         jobs.append(target)
         targets[job_id] = target
