@@ -83,6 +83,7 @@ def build_job_op(
 
     @dg.op(
         name=f"{name}_run",
+        out={},  # events only: its tables are not assets of this job
         pool=tenant_pool(job.tenant),
         tags={TENANT_TAG: job.tenant, JOB_TAG: job_id},
         description=f"`ingest run {job_id}`: {connector.label} → Iceberg (tables found at run time).",

@@ -6,9 +6,11 @@ methods each decide one attribute, so a deployment can subclass it and change on
 A job's tables are known before it runs, from (first match wins): the job's `streams`, the streams
 its `config` configures (`files[].table_name`, `streams[].name`), the same setting in the Meltano
 plugin's own config (the demo extractor), the objects of its contracts, the connector's fixed stream
-list, then the tables its last run wrote. A table that shows up only at run time (a `__rejected`
-quarantine table, a Markdown-KV `__kv` table, a stream of a discovering database tap) is recorded as
-a runtime materialization of its key, so it appears in the asset catalog after its first run.
+list, then the tables its last run wrote. A table that shows up only at run time (a stream of a
+discovering database tap) is recorded as a runtime materialization of its key, so it appears in the
+asset catalog after its first run. A table's quarantine (`__rejected`) and Markdown-KV (`__kv`,
+`__doc`) tables are not assets of their own: the loader commits them with their table, and its
+materialization counts the rejected rows.
 """
 
 from __future__ import annotations
@@ -258,5 +260,5 @@ def _last_run_streams(job: JobSpec, paths: PlatformPaths) -> Sequence[str]:
             continue
         streams = document.get("streams") or {} if document.get("job_id") == job.id else {}
         if streams:
-            return sorted(s for s in streams if not s.endswith("__rejected"))
+            return sorted(streams)
     return []

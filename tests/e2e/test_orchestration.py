@@ -272,10 +272,7 @@ def test_contract_results_are_asset_checks(platform: Platform) -> None:
     failed = check.metadata["failed_checks"].value
     assert sum(failed.values()) == SMALL_BUSINESS
     assert check.metadata["quarantined"].value == SMALL_BUSINESS
-    found = _materializations(result)
-    table = found["demo/checked/customers"]
-    # The quarantine table is known only at run time: recorded under its own key.
-    assert found["demo/checked/customers__rejected"]["rows_written"] == SMALL_BUSINESS
+    table = _materializations(result)["demo/checked/customers"]
     assert table["rows_written"] == DEMO_ROWS["customers"] - SMALL_BUSINESS
     assert table["rows_rejected"] == SMALL_BUSINESS
     assert (
@@ -358,14 +355,35 @@ def test_a_job_whose_tables_are_unknown_runs_as_a_plain_job_until_its_first_run(
     assert "demo__shop" in {job.name for job in defs.resolve_all_job_defs()}
     assert not any(s.key.to_user_string().startswith("demo/shop/") for s in defs.resolve_all_asset_specs())
 
-    record = {"job_id": "demo/shop", "streams": {"public-orders": {}, "public-orders__rejected": {}}}
+    record = {"job_id": "demo/shop", "streams": {"public-orders": {}}}
     runs = platform.root / "logs" / "demo" / "runs"
     runs.mkdir(parents=True)
     (runs / "20261126T000000Z-0000abcd.json").write_text(json.dumps(record), encoding="utf-8")
     again = platform.definitions()
     keys = {s.key.to_user_string() for s in again.resolve_all_asset_specs()}
     assert "demo/shop/public_orders" in keys
-    assert "demo/shop/public_orders__rejected" not in keys  # recorded at run time, not declared
+
+
+def test_a_second_job_writing_a_table_records_materializations_of_its_asset(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two jobs writing demo.raw.*: the first by id owns the assets (Dagster refuses a key twice); the
+    other is a plain op job whose run records materializations of those same keys."""
+    platform.job("demo_csv_again")
+    defs = platform.definitions()
+    owned = {s.key.to_user_string() for s in defs.resolve_all_asset_specs()}
+    assert owned == {f"demo/raw/{stream}" for stream in DEMO_ROWS}
+    assert (
+        "table demo.raw.customers of job demo/demo_csv_again is written by job demo/demo_csv too"
+        in caplog.text
+    )
+    result = platform.execute("demo__demo_csv_again")
+    assert result.success
+    found = _materializations(result)
+    assert {key: table["rows_written"] for key, table in found.items()} == {
+        f"demo/raw/{stream}": rows for stream, rows in DEMO_ROWS.items()
+    }
+    assert found["demo/raw/orders"]["ingest_run_id"] == platform.run_metadata()[-1]["run_id"]
 
 
 def test_api_calls_reach_the_assets_and_no_secret_reaches_dagster(tmp_path: Path) -> None:
