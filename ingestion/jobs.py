@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingestion.cadence import interval_cron
 from ingestion.errors import ConfigError, ConfigFileError, Problem
 from ingestion.lookback import parse_lookback
 from ingestion.paths import SOURCE_ROOT
@@ -335,14 +336,19 @@ def _check_connector(
     return connector
 
 
+def configured_streams(config: Mapping[str, Any], connector: Connector) -> list[str]:
+    """Stream names from the setting that configures them (`files[].table_name`, `streams[].name`)."""
+    key = connector.streams.config_key if connector.streams else None
+    entries = config.get(key) if key else None
+    names = [e.get("table_name") or e.get("name") for e in entries or [] if isinstance(e, Mapping)]
+    return [str(n) for n in names if n]
+
+
 def _job_streams(document: Mapping[str, Any], connector: Connector) -> list[str]:
     """The streams a job names: `streams`, or the entries of the setting that configures them."""
     if document.get("streams"):
         return [str(s) for s in document["streams"]]
-    key = connector.streams.config_key if connector.streams else None
-    entries = (document.get("config") or {}).get(key) if key else None
-    names = [e.get("table_name") or e.get("name") for e in entries or [] if isinstance(e, Mapping)]
-    return [str(n) for n in names if n]
+    return configured_streams(document.get("config") or {}, connector)
 
 
 def _check_contract_streams(
@@ -495,8 +501,6 @@ def validate_tree(paths: PlatformPaths) -> Tree:
 
 def _bad_intervals(intervals: Iterable[str | None]) -> Iterator[tuple[int, ConfigError]]:
     """Intervals no cron expression runs at (7m, 5h): the orchestrator could not schedule them."""
-    from ingestion.cadence import interval_cron  # noqa: PLC0415 - cadence imports lookback, as we do
-
     for n, interval in enumerate(intervals):
         if interval:
             try:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import dagster as dg
 import yaml
 
-from ingestion.jobs import JobSpec, PlatformPaths
+from ingestion.jobs import JobSpec, PlatformPaths, configured_streams
 from ingestion.registry import Connector
 from target_iceberg_nessie.contracts import ContractSet
 from target_iceberg_nessie.contracts.model import ObjectContract
@@ -186,8 +186,8 @@ def job_tables(job: JobSpec, connector: Connector, paths: PlatformPaths, project
     contracts = _contracts(job, connector, paths)
     streams = (
         list(job.streams)
-        or _configured(job.config, connector)
-        or _configured(_plugin_config(project, job.plugin or connector.plugin), connector)
+        or configured_streams(job.config, connector)
+        or configured_streams(_plugin_config(project, job.plugin or connector.plugin), connector)
         or sorted({obj.name for obj in contracts.objects.values()})
         or list(connector.streams.names if connector.streams else ())
         or _last_run_streams(job, paths)
@@ -202,16 +202,6 @@ def job_tables(job: JobSpec, connector: Connector, paths: PlatformPaths, project
 def _contracts(job: JobSpec, connector: Connector, paths: PlatformPaths) -> ContractSet:
     names = job.contracts if job.contracts is not None else connector.default_contracts
     return ContractSet.load([paths.assets / name for name in names]) if names else ContractSet()
-
-
-def _configured(config: Mapping[str, Any], connector: Connector) -> list[str]:
-    """Stream names from the setting that configures them (`files[].table_name`, `streams[].name`)."""
-    key = connector.streams.config_key if connector.streams else None
-    entries = config.get(key) if key else None
-    if not isinstance(entries, list):
-        return []
-    names = [e.get("table_name") or e.get("name") for e in entries if isinstance(e, Mapping)]
-    return [str(n) for n in names if n]
 
 
 def _plugin_config(project: Path, plugin: str) -> dict[str, Any]:
