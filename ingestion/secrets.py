@@ -90,7 +90,9 @@ class SecretReferenceError(ConfigError):
         self.tenant = tenant
         self.problems = problems
         super().__init__(
-            "\n".join(f"at {p.path}: {p.message}; fix: {p.fix}" for p in problems)
+            # `secrets.password — …`, not `secrets.password: …`: the log redactor would take the
+            # first word after a secret-named key and a colon for its value and hide it.
+            "\n".join(f"{p.path} — {p.message}; fix: {p.fix}" for p in problems)
             or f"secret references of tenant {tenant!r} are wrong"
         )
 

@@ -117,6 +117,11 @@ def test_resolve_maps_settings_to_values_and_reports_every_problem(root: Path) -
         secrets.resolve({"api_key": "api_key", "token": "missing", "password": "other:api_key"})
     assert [p.path for p in caught.value.problems] == ["secrets.token", "secrets.password"]
     assert STRIPE_KEY not in str(caught.value)
+    # The message goes through the log redactor (run logs, Dagster) and must come out readable: a
+    # colon after `secrets.password` made it hide the next word as the password's value.
+    from ingestion.redact import Redactor  # noqa: PLC0415
+
+    assert Redactor([]).text(str(caught.value)) == str(caught.value)
 
 
 @pytest.mark.parametrize(
