@@ -204,13 +204,10 @@ class RetryPolicy(_Model):
     max_backoff_seconds: float = 900
 
 
-class RunnerSchedule(_Model):
+class RunnerSchedule(ScheduleSpec):
+    """A runner.yaml schedule: a job's `schedule`, and which job (`<tenant>/<job>`)."""
+
     job: str
-    cron: str | None = None
-    interval: str | None = None
-    timezone: str = "UTC"
-    enabled: bool = True
-    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class OpenLineageSpec(_Model):

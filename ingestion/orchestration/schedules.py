@@ -23,27 +23,17 @@ def platform_schedules(
 ) -> list[dg.ScheduleDefinition]:
     """One Dagster schedule per runner.yaml entry (and per job whose own `schedule` runner.yaml does
     not replace). A disabled schedule exists, stopped, so the UI can turn it on."""
-    entries: list[tuple[str, RunnerSchedule]] = [(s.job, s) for s in runner.schedules]
-    named = {job for job, _ in entries}
-    for job_id, job in sorted(jobs.items()):
-        if job.schedule is not None and job_id not in named:
-            own = job.schedule
-            entries.append(
-                (
-                    job_id,
-                    RunnerSchedule(
-                        job=job_id,
-                        cron=own.cron,
-                        interval=own.interval,
-                        timezone=own.timezone,
-                        enabled=own.enabled,
-                        tags=own.tags,
-                    ),
-                )
-            )
+    entries = list(runner.schedules)
+    named = {entry.job for entry in entries}
+    entries += [
+        RunnerSchedule(job=job_id, **job.schedule.model_dump())
+        for job_id, job in sorted(jobs.items())
+        if job.schedule is not None and job_id not in named
+    ]
     schedules = []
     used: dict[str, int] = {}
-    for job_id, entry in entries:
+    for entry in entries:
+        job_id = entry.job
         target = targets.get(job_id)
         if target is None:  # a job left out for its problems (logged when the definitions loaded)
             continue
