@@ -576,19 +576,7 @@ def structured_rows(
             )
             raise BadInputError(msg, line=line, stream=stream) from None
         if pattern.kv_table:
-            kv.extend(
-                {
-                    "doc_id": r.doc_id,
-                    "record_ord": r.record_ord,
-                    "record_title": r.record_title,
-                    "section": list(r.section_path),
-                    "key": r.key,
-                    "value": r.value_text,
-                    "value_json": r.value_json,
-                    "ord": r.ord,
-                }
-                for r in rows_per_kv(document, doc_id=doc_id)
-            )
+            kv.extend(r.table_row() for r in rows_per_kv(document, doc_id=doc_id))
         if pattern.doc_table:
             level = document_level(document, doc_id=doc_id).to_dict()
             docs.append(

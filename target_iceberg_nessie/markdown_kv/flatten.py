@@ -31,6 +31,19 @@ class KvRow:
     value_json: str
     ord: int  # the row's position in the document, from 0
 
+    def table_row(self) -> dict[str, object]:
+        """The row of the `<stream>__kv` table (the loader's `structured` pattern)."""
+        return {
+            "doc_id": self.doc_id,
+            "record_ord": self.record_ord,
+            "record_title": self.record_title,
+            "section": list(self.section_path),
+            "key": self.key,
+            "value": self.value_text,
+            "value_json": self.value_json,
+            "ord": self.ord,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SectionField:

@@ -250,19 +250,7 @@ def test_structured_hybrid_writes_kv_and_doc_tables_in_the_same_commit(lake: Lak
     parsed = parse_document(BODY)
     for reader in (read_pyiceberg, read_duckdb):
         kv = sorted(reader(lake, f"{TABLE}__kv"), key=lambda r: (r["doc_id"], r["ord"]))
-        expected = [
-            {
-                "doc_id": r.doc_id,
-                "record_ord": r.record_ord,
-                "record_title": r.record_title,
-                "section": list(r.section_path),
-                "key": r.key,
-                "value": r.value_text,
-                "value_json": r.value_json,
-                "ord": r.ord,
-            }
-            for r in rows_per_kv(parsed, doc_id="1")
-        ]
+        expected = [r.table_row() for r in rows_per_kv(parsed, doc_id="1")]
         expected += [
             {
                 "doc_id": "3",
