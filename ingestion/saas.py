@@ -179,7 +179,7 @@ def check_host(host: object, setting: str, *, resolver: Resolver, resolve: bool 
     """
     if not isinstance(host, str) or not host:
         what = "is not set" if host is None or host == "" else f"is a {type(host).__name__}, not a host name"
-        return [_problem(setting, what, "set it to the server's public host name")]
+        return [SaasProblem(setting, what, "set it to the server's public host name")]
     syntax = _host_syntax(host, setting)
     if syntax is not None:
         return [syntax]
@@ -206,7 +206,7 @@ def check_port(value: object, setting: str) -> list[SaasProblem]:
     elif isinstance(value, str) and _PORT_TEXT.match(value):
         port = int(value)
     if port is None or not 1 <= port <= _MAX_PORT:
-        return [_problem(setting, f"{value!r} is not a TCP port", "use a whole number from 1 to 65535")]
+        return [SaasProblem(setting, f"{value!r} is not a TCP port", "use a whole number from 1 to 65535")]
     return []
 
 
@@ -217,7 +217,7 @@ def check_url(value: object, setting: str, *, resolver: Resolver) -> list[SaasPr
     """
     if not isinstance(value, str) or any(ch.isspace() or ch == "\\" or not ch.isprintable() for ch in value):
         return [
-            _problem(
+            SaasProblem(
                 setting,
                 "is not a URL without whitespace, control characters or backslashes",
                 "write it as https://<public host>[:port]/path",
@@ -225,17 +225,19 @@ def check_url(value: object, setting: str, *, resolver: Resolver) -> list[SaasPr
         ]
     match = _URL.match(value)
     if match is None:
-        return [_problem(setting, "is not an absolute URL", "write it as https://<public host>[:port]/path")]
+        return [
+            SaasProblem(setting, "is not an absolute URL", "write it as https://<public host>[:port]/path")
+        ]
     scheme, authority = match.group(1).lower(), match.group(2)
     problems: list[SaasProblem] = []
     if scheme != "https":
         problems.append(
-            _problem(setting, f"uses {scheme}://; saas mode requires TLS", "use the server's https:// URL")
+            SaasProblem(setting, f"uses {scheme}://; saas mode requires TLS", "use the server's https:// URL")
         )
     if "@" in authority:
         return [
             *problems,
-            _problem(
+            SaasProblem(
                 setting,
                 "carries user information (user:password@) in the URL",
                 "remove it; credentials belong in their own secret settings",
@@ -248,7 +250,7 @@ def check_url(value: object, setting: str, *, resolver: Resolver) -> list[SaasPr
         host, colon, port = authority.partition(":")
         rest = colon + port
     if rest and (not rest.startswith(":") or check_port(rest[1:], setting)):
-        problems.append(_problem(setting, "has a port that is not 1..65535", "use a whole number port"))
+        problems.append(SaasProblem(setting, "has a port that is not 1..65535", "use a whole number port"))
     return problems + check_host(host, setting, resolver=resolver)
 
 
@@ -277,15 +279,15 @@ def _host_syntax(host: str, setting: str) -> SaasProblem | None:
     shown = "the value" if "@" in host else repr(host)
     for test, message, fix in _HOST_FORM:
         if test(host):
-            return _problem(setting, f"{shown} {message}", fix)
+            return SaasProblem(setting, f"{shown} {message}", fix)
     return None
 
 
 def _name_problem(host: str, name: str, parts: list[str], setting: str) -> SaasProblem | None:
     if len(name) > _MAX_NAME or not all(_LABEL.match(part) for part in parts):
-        return _problem(setting, f"{host!r} is not a valid host name", _HOST_FIX)
+        return SaasProblem(setting, f"{host!r} is not a valid host name", _HOST_FIX)
     if len(parts) == 1:
-        return _problem(
+        return SaasProblem(
             setting,
             f"{host!r} is a single-label name, resolved through the platform's own hosts file "
             "and DNS search domains",
@@ -294,7 +296,7 @@ def _name_problem(host: str, name: str, parts: list[str], setting: str) -> SaasP
     lowered = name.lower()
     suffix = next((s for s in _LOCAL_SUFFIXES if lowered == s or lowered.endswith(f".{s}")), None)
     if suffix is not None:
-        return _problem(
+        return SaasProblem(
             setting, f"{host!r} is under .{suffix}, a name reserved for local networks", _PUBLIC_FIX
         )
     return None
@@ -305,22 +307,26 @@ def _ipv6_literal(host: str, literal: str, setting: str) -> list[SaasProblem]:
         address = ipaddress.IPv6Address(literal)
     except ValueError:
         if re.match(r"^[^:\[\]]+:[0-9]*$", host):
-            return [_problem(setting, f"{host!r} contains a port", "put the port in its own `port` setting")]
-        return [_problem(setting, f"{host!r} is not a valid IPv6 address or host name", _HOST_FIX)]
+            return [
+                SaasProblem(setting, f"{host!r} contains a port", "put the port in its own `port` setting")
+            ]
+        return [SaasProblem(setting, f"{host!r} is not a valid IPv6 address or host name", _HOST_FIX)]
     why = address_refusal(address)
-    return [] if why is None else [_problem(setting, f"{host!r} is {why}", _PUBLIC_FIX)]
+    return [] if why is None else [SaasProblem(setting, f"{host!r} is {why}", _PUBLIC_FIX)]
 
 
 def _ipv4_literal(host: str, address: ipaddress.IPv4Address | None, setting: str) -> list[SaasProblem]:
     if address is None:
-        return [_problem(setting, f"{host!r} is not a valid IPv4 address", _HOST_FIX)]
+        return [SaasProblem(setting, f"{host!r} is not a valid IPv4 address", _HOST_FIX)]
     why = address_refusal(address)
     if why is not None:
         shown = host if host == str(address) else f"{host!r} (the address {address})"
-        return [_problem(setting, f"{shown} is {why}", _PUBLIC_FIX)]
+        return [SaasProblem(setting, f"{shown} is {why}", _PUBLIC_FIX)]
     if host != str(address):  # resolvers and drivers disagree on such forms: accept one spelling
         return [
-            _problem(setting, f"{host!r} is a non-canonical spelling of {address}", f"write it as {address}")
+            SaasProblem(
+                setting, f"{host!r} is a non-canonical spelling of {address}", f"write it as {address}"
+            )
         ]
     return []
 
@@ -340,9 +346,11 @@ def _resolved(host: str, name: str, setting: str, resolver: Resolver) -> list[Sa
                     retryable=True,
                 )
             ]
-        return [_problem(setting, f"{host!r} does not resolve ({reason})", "check the host name for typos")]
+        return [
+            SaasProblem(setting, f"{host!r} does not resolve ({reason})", "check the host name for typos")
+        ]
     if not answers:
-        return [_problem(setting, f"{host!r} resolves to no address", "check the host name")]
+        return [SaasProblem(setting, f"{host!r} resolves to no address", "check the host name")]
     refused: list[str] = []
     for answer in answers:
         try:
@@ -354,7 +362,7 @@ def _resolved(host: str, name: str, setting: str, resolver: Resolver) -> list[Sa
         if why is not None:
             refused.append(f"{address}, {why}")
     if refused:
-        return [_problem(setting, f"{host!r} resolves to " + "; and to ".join(refused), _PUBLIC_FIX)]
+        return [SaasProblem(setting, f"{host!r} resolves to " + "; and to ".join(refused), _PUBLIC_FIX)]
     return []
 
 
@@ -368,7 +376,7 @@ def _postgres(config: Mapping[str, Any], resolver: Resolver) -> list[SaasProblem
     problems: list[SaasProblem] = []
     if _setting(config, SQLALCHEMY_URL) is not None:
         problems.append(
-            _problem(
+            SaasProblem(
                 SQLALCHEMY_URL,
                 "is set; the tap then ignores every ssl_* setting, and the URL's query can carry libpq "
                 "options (hostaddr, service) that bypass the host check",
@@ -384,7 +392,7 @@ def _postgres(config: Mapping[str, Any], resolver: Resolver) -> list[SaasProblem
     problems += check_port(_setting(config, PORT), PORT)
     if _flag(_setting(config, PG_SSL_ENABLE)) is not True:
         problems.append(
-            _problem(
+            SaasProblem(
                 PG_SSL_ENABLE,
                 f"{_state(_setting(config, PG_SSL_ENABLE))}; saas mode requires TLS to the database",
                 f"set {PG_SSL_ENABLE}: true with {PG_SSL_MODE}: verify-full (and {PG_SSL_CA}) or require",
@@ -394,7 +402,7 @@ def _postgres(config: Mapping[str, Any], resolver: Resolver) -> list[SaasProblem
     mode = PG_DEFAULT_SSL_MODE if mode is None else mode
     if mode not in PG_TLS_MODES:
         problems.append(
-            _problem(
+            SaasProblem(
                 PG_SSL_MODE,
                 f"is {mode!r}, which lets libpq connect without TLS or is no sslmode",
                 f"use one of {', '.join(PG_TLS_MODES)} (verify-full also checks the host name)",
@@ -408,7 +416,7 @@ def _postgres(config: Mapping[str, Any], resolver: Resolver) -> list[SaasProblem
     storage = _setting(config, PG_SSL_STORAGE_DIR)
     if storage is not None and not _relative_inside(storage):
         problems.append(
-            _problem(
+            SaasProblem(
                 PG_SSL_STORAGE_DIR,
                 f"{storage!r} is not a relative folder inside the run directory; the tap writes "
                 "certificates and keys there",
@@ -459,14 +467,14 @@ def _google_drive(config: Mapping[str, Any], resolver: Resolver) -> list[SaasPro
     if not isinstance(key, Mapping):
         return [
             *problems,
-            _problem(SERVICE_ACCOUNT_INFO, "is not a JSON object", "paste the key file's whole text"),
+            SaasProblem(SERVICE_ACCOUNT_INFO, "is not a JSON object", "paste the key file's whole text"),
         ]
     token_uri = f"{SERVICE_ACCOUNT_INFO}.token_uri"
     problems += check_url(key.get("token_uri"), token_uri, resolver=resolver)
     universe = key.get("universe_domain", _GOOGLE_UNIVERSE)
     if universe != _GOOGLE_UNIVERSE:
         problems.append(
-            _problem(
+            SaasProblem(
                 f"{SERVICE_ACCOUNT_INFO}.universe_domain",
                 f"is {universe!r}, not {_GOOGLE_UNIVERSE}",
                 "use a key of a service account in Google Cloud's public universe",
@@ -489,7 +497,7 @@ _HANDLED_URLS: Final[dict[str, tuple[str, ...]]] = {
 
 
 def _unchecked(connector: Connector) -> SaasProblem:
-    return _problem(
+    return SaasProblem(
         "extractor",
         f"{connector.category.value} connector {connector.id!r} (plugin {connector.plugin}) has no saas "
         "checks of its TLS, host or path settings",
@@ -502,13 +510,15 @@ def _file_paths(config: Mapping[str, Any], prefix: str, example: str) -> list[Sa
     if files is None:
         return []
     if not isinstance(files, list):
-        return [_problem(FILES, "is not a list of file entries", f"give a list of {{path: {example}, ...}}")]
+        return [
+            SaasProblem(FILES, "is not a list of file entries", f"give a list of {{path: {example}, ...}}")
+        ]
     problems: list[SaasProblem] = []
     for index, entry in enumerate(files):
         path = entry.get("path") if isinstance(entry, Mapping) else None
         if not isinstance(path, str) or not path.startswith(prefix) or "::" in path:
             problems.append(
-                _problem(
+                SaasProblem(
                     f"{FILES}[{index}].path",
                     f"{path!r} is not a {prefix} path; saas mode reads no local files or other protocols",
                     f"use {example}",
@@ -524,7 +534,7 @@ def _pem(config: Mapping[str, Any], key: str, alternative: str, *, why: str = ""
         return []
     state = "is not set" if value is None else "is not PEM text (a file path would name the platform's files)"
     fix = f"paste the PEM text (-----BEGIN ...-----) {alternative}".strip()
-    return [_problem(key, f"{state}; {why}" if why else state, fix)]
+    return [SaasProblem(key, f"{state}; {why}" if why else state, fix)]
 
 
 def _relative_inside(value: object) -> bool:
@@ -557,7 +567,3 @@ def _flag(value: object) -> bool | None:
 
 def _state(value: object) -> str:
     return "is not set" if value is None else f"is {value!r}"
-
-
-def _problem(path: str, message: str, fix: str) -> SaasProblem:
-    return SaasProblem(path, message, fix)
