@@ -53,6 +53,57 @@ def appended(after: list[Row], before: list[Row]) -> Counter[tuple[tuple[str, An
     return Counter(map(frozen, after)) - Counter(map(frozen, before))
 
 
+def by_key(rows: list[Row], key: str) -> dict[Any, Row]:
+    found = {r[key]: r for r in rows}
+    assert len(found) == len(rows), "one row per key"
+    return found
+
+
+def latest_by_key(rows: list[Row], key: str) -> dict[Any, Row]:
+    """The newest version of each key (an append-only table keeps every version read)."""
+    latest: dict[Any, Row] = {}
+    for row in rows:
+        if row[key] not in latest or row["updated_at"] > latest[row[key]]["updated_at"]:
+            latest[row[key]] = row
+    return latest
+
+
+def committed_bookmark(lake: Any, stream: str) -> dict[str, Any]:
+    committed = lake.catalog().committed_state(PIPELINE_ID)
+    assert committed is not None, "the run committed its state with the rows"
+    found: dict[str, Any] = committed.state["bookmarks"][stream]
+    return found
+
+
+def check_second_key_based_run(
+    rows_by_reader: Mapping[str, list[Row]],
+    *,
+    key: str,
+    source: Mapping[Any, Row],
+    loaded_first: list[Row],
+    changed_keys: Iterable[Any],
+    boundary: Any,
+    upsert: bool,
+) -> None:
+    """After a key-based incremental run: with upsert, the table is the source, one row per key;
+    appending, the run added exactly the changed rows and the re-sent boundary row (the tap's `>=`),
+    which is then the only exact duplicate."""
+    changed = list(changed_keys)
+    for reader, rows in rows_by_reader.items():
+        if upsert:
+            assert by_key(rows, key) == source, f"{reader}: upsert stores each key once"
+            continue
+        assert latest_by_key(rows, key) == source, (
+            f"{reader}: the newest version of every order is the source's"
+        )
+        expected = [source[k] for k in (*changed, boundary)]
+        assert appended(rows, loaded_first) == appended(expected, []), f"{reader}: only the changed rows"
+        assert sorted(k for k, n in appended(rows, []).items() if n > 1) == [frozen(source[boundary])], (
+            "append mode: the boundary row is the only exact duplicate"
+        )
+        assert len(rows) == len(loaded_first) + len(changed) + 1
+
+
 def ingest_summary(finished: Finished) -> dict[str, Any]:
     found = re.findall(r"INGEST_SUMMARY (\{.*\})\s*$", finished.stderr, flags=re.MULTILINE)
     assert len(found) == 1, f"one INGEST_SUMMARY line from the loader\n{finished.explain()}"

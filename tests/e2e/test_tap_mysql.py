@@ -17,11 +17,12 @@ import pymysql
 import pytest
 from _commands import copy_meltano_project
 from _databases import (
-    PIPELINE_ID,
     Row,
     appended,
+    by_key,
     canonical_row,
-    frozen,
+    check_second_key_based_run,
+    committed_bookmark,
     meltano_state,
     records_read,
     upsert_available,
@@ -156,27 +157,6 @@ def lake_rows(lake: Lake, read: Any) -> list[Row]:
     return [canonical_row(r, COLUMNS) for r in read(lake, TABLE)]
 
 
-def by_key(rows: list[Row]) -> dict[int, Row]:
-    found = {r[KEY]: r for r in rows}
-    assert len(found) == len(rows), "one row per key"
-    return found
-
-
-def latest_by_key(rows: list[Row]) -> dict[int, Row]:
-    latest: dict[int, Row] = {}
-    for row in rows:
-        if row[KEY] not in latest or row["updated_at"] > latest[row[KEY]]["updated_at"]:
-            latest[row[KEY]] = row
-    return latest
-
-
-def committed_bookmark(lake: Lake) -> dict[str, Any]:
-    committed = lake.catalog().committed_state(PIPELINE_ID)
-    assert committed is not None, "the run committed its state with the rows"
-    found: dict[str, Any] = committed.state["bookmarks"][STREAM]
-    return found
-
-
 def test_full_then_incremental_load_reads_only_changed_rows(
     embedded_lake: Lake, shop: ShopDatabase, tmp_path: Path
 ) -> None:
@@ -191,8 +171,8 @@ def test_full_then_incremental_load_reads_only_changed_rows(
     assert records_read(first, STREAM) == SEEDED
     source = shop.rows()
     for reader, read in READERS.items():
-        assert by_key(lake_rows(lake, read)) == source, f"{reader}: every row as in the source"
-    first_mark = committed_bookmark(lake)
+        assert by_key(lake_rows(lake, read), KEY) == source, f"{reader}: every row as in the source"
+    first_mark = committed_bookmark(lake, STREAM)
     assert first_mark["replication_key"] == "updated_at"
     assert datetime.fromisoformat(first_mark["replication_key_value"]) == _utc(T0 + timedelta(hours=SEEDED))
     loaded_first = lake_rows(lake, read_pyiceberg)
@@ -211,19 +191,17 @@ def test_full_then_incremental_load_reads_only_changed_rows(
     assert second.returncode == 0, second.explain()
     assert records_read(second, STREAM) == len(inserted) + len(changed) + 1, "changed rows + the boundary row"
     source = shop.rows()
-    for reader, read in READERS.items():
-        rows = lake_rows(lake, read)
-        if upsert:
-            assert by_key(rows) == source, f"{reader}: upsert stores each key once"
-            continue
-        assert latest_by_key(rows) == source, f"{reader}: the newest version of every order is the source's"
-        expected = [source[k] for k in (*inserted, *changed, boundary)]
-        assert appended(rows, loaded_first) == appended(expected, []), f"{reader}: only the changed rows"
-        assert sorted(k for k, n in appended(rows, []).items() if n > 1) == [frozen(source[boundary])], (
-            "append mode: the boundary row is the only exact duplicate"
-        )
+    check_second_key_based_run(
+        {reader: lake_rows(lake, read) for reader, read in READERS.items()},
+        key=KEY,
+        source=source,
+        loaded_first=loaded_first,
+        changed_keys=(*inserted, *changed),
+        boundary=boundary,
+        upsert=upsert,
+    )
 
-    second_mark = committed_bookmark(lake)
+    second_mark = committed_bookmark(lake, STREAM)
     assert datetime.fromisoformat(second_mark["replication_key_value"]) == _utc(later + timedelta(minutes=3))
     state_id = "dev:tap-mysql-to-target-iceberg-nessie"
     assert meltano_state(project, state_id)["bookmarks"][STREAM] == second_mark, (
@@ -249,8 +227,8 @@ def test_log_based_snapshots_then_reads_changes_from_the_binlog(
     assert records_read(first, STREAM) == SEEDED
     source = shop.rows()
     for reader, read in READERS.items():
-        assert by_key(lake_rows(lake, read)) == source, f"{reader}: the snapshot is the table"
-    first_mark = committed_bookmark(lake)
+        assert by_key(lake_rows(lake, read), KEY) == source, f"{reader}: the snapshot is the table"
+    first_mark = committed_bookmark(lake, STREAM)
     assert set(first_mark) >= {"log_file", "log_pos", "version"}
     [status] = shop.execute("SHOW MASTER STATUS")
     assert (first_mark["log_file"], first_mark["log_pos"]) <= (status["File"], status["Position"])
@@ -275,7 +253,7 @@ def test_log_based_snapshots_then_reads_changes_from_the_binlog(
         assert len(rows) == SEEDED + 3
     table = lake.catalog().load_table(tuple(TABLE.split(".")))
     assert "_sdc_deleted_at" not in {f.name for f in table.schema().fields}, "see the docstring"
-    second_mark = committed_bookmark(lake)
+    second_mark = committed_bookmark(lake, STREAM)
     assert second_mark["log_file"] == first_mark["log_file"]
     assert second_mark["log_pos"] > first_mark["log_pos"], "the binlog bookmark moved past the changes"
     assert second_mark["version"] == first_mark["version"]

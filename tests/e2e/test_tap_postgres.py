@@ -20,12 +20,12 @@ import psycopg
 import pytest
 from _commands import copy_meltano_project
 from _databases import (
-    PIPELINE_ID,
     Row,
-    appended,
+    by_key,
     canonical,
     canonical_row,
-    frozen,
+    check_second_key_based_run,
+    committed_bookmark,
     json_text,
     meltano_state,
     records_read,
@@ -154,28 +154,6 @@ def lake_rows(lake: Lake, read: Any, columns: tuple[str, ...] = COLUMNS) -> list
     return [canonical_row(r, columns, shipping_address=json_text) for r in read(lake, TABLE)]
 
 
-def by_key(rows: list[Row]) -> dict[int, Row]:
-    found = {r[KEY]: r for r in rows}
-    assert len(found) == len(rows), "one row per key"
-    return found
-
-
-def latest_by_key(rows: list[Row]) -> dict[int, Row]:
-    """The newest version of each key (an append-only table keeps every version read)."""
-    latest: dict[int, Row] = {}
-    for row in rows:
-        if row[KEY] not in latest or row["updated_at"] > latest[row[KEY]]["updated_at"]:
-            latest[row[KEY]] = row
-    return latest
-
-
-def bookmark(lake: Lake) -> dict[str, Any]:
-    committed = lake.catalog().committed_state(PIPELINE_ID)
-    assert committed is not None, "the run committed its state with the rows"
-    found: dict[str, Any] = committed.state["bookmarks"][STREAM]
-    return found
-
-
 def incremental_env(shop: ShopDatabase, *, upsert: bool) -> dict[str, str]:
     env = {
         **shop.env,
@@ -207,8 +185,8 @@ def test_full_then_incremental_load_reads_only_changed_rows(
     assert records_read(first, STREAM) == SEEDED
     source = shop.rows()
     for reader, read in READERS.items():
-        assert by_key(lake_rows(lake, read)) == source, f"{reader}: every row as in the source"
-    first_mark = bookmark(lake)
+        assert by_key(lake_rows(lake, read), KEY) == source, f"{reader}: every row as in the source"
+    first_mark = committed_bookmark(lake, STREAM)
     assert first_mark["replication_key"] == "updated_at"
     assert datetime.fromisoformat(first_mark["replication_key_value"]) == T0 + timedelta(hours=SEEDED)
     loaded_first = lake_rows(lake, read_pyiceberg)
@@ -228,21 +206,17 @@ def test_full_then_incremental_load_reads_only_changed_rows(
     assert second.returncode == 0, second.explain()
     assert records_read(second, STREAM) == len(inserted) + len(changed) + 1, "changed rows + the boundary row"
     source = shop.rows()
-    for reader, read in READERS.items():
-        rows = lake_rows(lake, read)
-        if upsert:
-            assert by_key(rows) == source, f"{reader}: upsert stores each key once"
-            continue
-        assert latest_by_key(rows) == source, f"{reader}: the newest version of every order is the source's"
-        added = appended(rows, loaded_first)
-        expected = [source[k] for k in (*inserted, *changed, boundary)]
-        assert added == appended(expected, []), f"{reader}: the second run appended exactly the changed rows"
-        assert sorted(k for k, n in appended(rows, []).items() if n > 1) == [frozen(source[boundary])], (
-            "append mode: the boundary row is the only exact duplicate"
-        )
-        assert len(rows) == SEEDED + len(inserted) + len(changed) + 1
+    check_second_key_based_run(
+        {reader: lake_rows(lake, read) for reader, read in READERS.items()},
+        key=KEY,
+        source=source,
+        loaded_first=loaded_first,
+        changed_keys=(*inserted, *changed),
+        boundary=boundary,
+        upsert=upsert,
+    )
 
-    second_mark = bookmark(lake)
+    second_mark = committed_bookmark(lake, STREAM)
     assert datetime.fromisoformat(second_mark["replication_key_value"]) == later + timedelta(minutes=3)
     state_id = "dev:tap-postgres-to-target-iceberg-nessie"
     assert meltano_state(project, state_id)["bookmarks"][STREAM] == second_mark, (
@@ -271,8 +245,10 @@ def test_log_based_snapshots_then_reads_inserts_updates_and_deletes_from_the_wal
         source = shop.rows()
         snapshot = {k: {**r, "_sdc_deleted_at": None, "_sdc_lsn": None} for k, r in source.items()}
         for reader, read in READERS.items():
-            assert by_key(lake_rows(lake, read, columns)) == snapshot, f"{reader}: the snapshot is the table"
-        first_mark = bookmark(lake)
+            assert by_key(lake_rows(lake, read, columns), KEY) == snapshot, (
+                f"{reader}: the snapshot is the table"
+            )
+        first_mark = committed_bookmark(lake, STREAM)
         assert first_mark["replication_key"] == "_sdc_lsn"
         assert isinstance(first_mark["replication_key_value"], int)
         assert first_mark["replication_key_value"] > 0
@@ -309,7 +285,7 @@ def test_log_based_snapshots_then_reads_inserts_updates_and_deletes_from_the_wal
             assert {c: delete_row[c] for c in COLUMNS if c != KEY} == dict.fromkeys(set(COLUMNS) - {KEY})
             assert datetime.fromisoformat(delete_row["_sdc_deleted_at"]) >= deleted_before
             assert len(rows) == SEEDED + 3, f"{reader}: the snapshot rows stay, the changes are appended"
-        second_mark = bookmark(lake)
+        second_mark = committed_bookmark(lake, STREAM)
         assert second_mark["replication_key"] == "_sdc_lsn"
         assert second_mark["replication_key_value"] >= max(r["_sdc_lsn"] for r in changes)
         [slot_row] = shop.execute(
@@ -349,7 +325,7 @@ def test_postgres_lookback_rereads_a_late_update_and_upsert_keeps_one_row(
     plain = project.meltano_run("tap-postgres", "target-iceberg-nessie", env=env)
     assert plain.returncode == 0, plain.explain()
     source = shop.rows()
-    loaded = by_key(lake_rows(lake, read_pyiceberg))
+    loaded = by_key(lake_rows(lake, read_pyiceberg), KEY)
     assert loaded[6] == source[6]
     assert loaded[5] != source[5], "without a lookback the late update is never read"
 
@@ -359,8 +335,8 @@ def test_postgres_lookback_rereads_a_late_update_and_upsert_keeps_one_row(
     assert rewound.returncode == 0, rewound.explain()
     assert "lookback 2h: stream public-orders bookmark replication_key_value rewound" in rewound.stderr
     for reader, read in READERS.items():
-        assert by_key(lake_rows(lake, read)) == shop.rows(), f"{reader}: the late update is in, once"
-    assert bookmark(lake)["replication_key_value"].startswith(
+        assert by_key(lake_rows(lake, read), KEY) == shop.rows(), f"{reader}: the late update is in, once"
+    assert committed_bookmark(lake, STREAM)["replication_key_value"].startswith(
         (mark + timedelta(minutes=10)).strftime("%Y-%m-%d")
     ), "the bookmark moves on from where the run read to, not from the rewound value"
     lake.close()
