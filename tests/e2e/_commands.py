@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,3 +198,23 @@ def redirect_extractor(project: MeltanoProject, extractor: str, redirects: Mappi
     wrapper.chmod(0o755)
     redirected = text[:executable] + f"executable: {wrapper}" + text[line_end:]
     definitions[0].write_text(redirected, encoding="utf-8")
+
+
+@contextmanager
+def loader_with_sitecustomize(project: MeltanoProject, folder: Path, sitecustomize: str) -> Iterator[None]:
+    """TEST ONLY: while inside, the copied project's loader runs with `sitecustomize` on its
+    PYTHONPATH (failure injection); the plugin definition is put back after."""
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(sitecustomize, encoding="utf-8")
+    real = project.root / ".meltano" / "loaders" / LOADER / "venv" / "bin" / LOADER
+    wrapper = folder / LOADER
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{folder}" exec "{real}" "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    meltano_yml = project.root / "meltano.yml"
+    original = meltano_yml.read_text(encoding="utf-8")
+    assert f"executable: {LOADER}\n" in original
+    meltano_yml.write_text(original.replace(f"executable: {LOADER}\n", f"executable: {wrapper}\n"))
+    try:
+        yield
+    finally:
+        meltano_yml.write_text(original, encoding="utf-8")

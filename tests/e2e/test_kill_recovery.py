@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _commands import Finished, MeltanoProject, copy_meltano_project
+from _commands import Finished, MeltanoProject, copy_meltano_project, loader_with_sitecustomize
 from conftest import Lake, new_nessie_branch, read_duckdb, read_pyiceberg
 
 LOADER = "target-iceberg-nessie"
@@ -82,25 +82,12 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MeltanoP
 
 def run_killed(project: MeltanoProject, point: str, tmp_path: Path) -> Finished:
     """One `meltano run` whose loader dies at `point`; the project is left as it was."""
-    inject = tmp_path / "inject"
-    inject.mkdir(exist_ok=True)
-    (inject / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
-    real = project.root / ".meltano" / "loaders" / LOADER / "venv" / "bin" / LOADER
-    wrapper = inject / LOADER
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{inject}" exec "{real}" "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o755)
-    meltano_yml = project.root / "meltano.yml"
-    original = meltano_yml.read_text(encoding="utf-8")
-    assert f"executable: {LOADER}\n" in original
-    meltano_yml.write_text(original.replace(f"executable: {LOADER}\n", f"executable: {wrapper}\n"))
     env = {
         "INGEST_TEST_KILL": point,
         "TARGET_ICEBERG_NESSIE_CHECKPOINT_INTERVAL_SECONDS": "0",  # one checkpoint per STATE
     }
-    try:
+    with loader_with_sitecustomize(project, tmp_path / "inject", SITECUSTOMIZE):
         return project.meltano_run("tap-demo-csv", LOADER, env=env)
-    finally:
-        meltano_yml.write_text(original, encoding="utf-8")
 
 
 def saved_meltano_state(project: MeltanoProject) -> dict | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _commands import Finished, MeltanoProject, copy_meltano_project
+from _commands import Finished, MeltanoProject, copy_meltano_project, loader_with_sitecustomize
 from conftest import Lake, new_nessie_branch, read_duckdb, read_pyiceberg
 
 from target_iceberg_nessie.markdown_kv import parse_document, render_document, rows_per_kv
@@ -98,19 +98,8 @@ def markdown_files(lake: Lake) -> set[str]:
 
 
 def run_injected(project: MeltanoProject, mode: str, inject: Path, env: dict[str, str]) -> Finished:
-    inject.mkdir(exist_ok=True)
-    (inject / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
-    real = project.root / ".meltano" / "loaders" / LOADER / "venv" / "bin" / LOADER
-    wrapper = inject / LOADER
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{inject}" exec "{real}" "$@"\n', encoding="utf-8")
-    wrapper.chmod(0o755)
-    meltano_yml = project.root / "meltano.yml"
-    original = meltano_yml.read_text(encoding="utf-8")
-    meltano_yml.write_text(original.replace(f"executable: {LOADER}\n", f"executable: {wrapper}\n"))
-    try:
+    with loader_with_sitecustomize(project, inject, SITECUSTOMIZE):
         return project.meltano_run(EXTRACTOR, LOADER, env={**env, "INGEST_TEST_MDKV": mode})
-    finally:
-        meltano_yml.write_text(original, encoding="utf-8")
 
 
 @pytest.fixture(scope="module", params=["embedded", "nessie"])
