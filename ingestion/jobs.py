@@ -295,14 +295,13 @@ def _check_job(
             Problem("<file>", f"{file.stem!r} is not a job name", "rename the file: [a-z][a-z0-9_-]*")
         )
     connector = _check_connector(document, registry, problems)
-    if connector is not None and document.get("contracts"):
-        # Contracts the job names must describe a stream it loads (the connector's defaults cover
-        # all its streams, of which a job may load some).
-        _check_contract_streams(document, connector, paths, problems)
+    # Contracts the job names must describe a stream it loads (the connector's defaults cover all
+    # its streams, of which a job may load some).
+    streams = set(_job_streams(document, connector)) if connector and document.get("contracts") else set()
     if document.get("contracts") is None and connector is not None and connector.default_contracts:
         # The connector's defaults apply: they must be there too (`contracts: []` opts out).
         document = {**document, "contracts": list(connector.default_contracts)}
-    _check_references(document, paths, folder, problems)
+    _check_references(document, paths, folder, problems, streams)
     return problems
 
 
@@ -348,38 +347,11 @@ def _job_streams(document: Mapping[str, Any], connector: Connector) -> list[str]
     return configured_streams(document.get("config") or {}, connector)
 
 
-def _check_contract_streams(
-    document: Mapping[str, Any], connector: Connector, paths: PlatformPaths, problems: list[Problem]
-) -> None:
-    """A contract that describes none of the streams a job names would never be enforced."""
-    streams = set(_job_streams(document, connector))
-    if not streams:
-        return
-    for n, asset in enumerate(document.get("contracts") or []):
-        file = (paths.assets / asset).resolve()
-        if not file.is_file() or not file.is_relative_to(paths.assets.resolve()):
-            continue  # reported by _check_references
-        try:
-            objects = (read_yaml(file) or {}).get("schema") or []
-        except ConfigError:
-            continue  # `ingest contracts validate` names what is wrong in the file
-        names = {str(o.get(k)) for o in objects if isinstance(o, Mapping) for k in ("name", "physicalName")}
-        if not names & streams:
-            described = sorted(str(o.get("name")) for o in objects if isinstance(o, Mapping))
-            problems.append(
-                Problem(
-                    f"contracts[{n}]",
-                    f"{asset!r} describes stream(s) {described}, none of which the job loads "
-                    f"({', '.join(sorted(streams))}), so it would never be enforced",
-                    "name the stream as the contract does (streams, table_name) or use its contract",
-                )
-            )
-
-
 def _check_references(
-    document: Mapping[str, Any], paths: PlatformPaths, folder: str, problems: list[Problem]
+    document: Mapping[str, Any], paths: PlatformPaths, folder: str, problems: list[Problem], streams: set[str]
 ) -> None:
-    """Contracts inside the specs, branches of the tenant, durations that parse, no setting twice."""
+    """Contracts inside the specs, of the tenant, describing one of `streams` (when given); branches of
+    the tenant, durations that parse, no setting twice."""
     for n, asset in enumerate(document.get("contracts") or []):
         contract = (paths.assets / asset).resolve()
         if not contract.is_relative_to(paths.assets.resolve()):
@@ -390,13 +362,9 @@ def _check_references(
             problems.append(
                 Problem(f"contracts[{n}]", f"no contract at {contract}", "fix the path or add the contract")
             )
-        elif (owner := _contract_tenant(contract)) not in (None, SHARED_CONTRACT_TENANT, folder):
-            problems.append(
-                Problem(
-                    f"contracts[{n}]",
-                    f"{asset!r} is tenant {owner!r}'s contract",
-                    f"use a contract of tenant {folder!r} or a shared one (tenant: {SHARED_CONTRACT_TENANT})",
-                )
+        else:
+            _check_contract(
+                contract, asset, path=f"contracts[{n}]", folder=folder, streams=streams, problems=problems
             )
     branch = (document.get("target") or {}).get("branch")
     if branch is not None and "/" in branch and not branch.startswith(f"{folder}/"):
@@ -425,14 +393,39 @@ def _check_references(
         )
 
 
-def _contract_tenant(file: Path) -> str | None:
-    """The `tenant` an ODCS contract declares (None: none, or the file is not readable here)."""
+def _check_contract(
+    file: Path, asset: str, *, path: str, folder: str, streams: set[str], problems: list[Problem]
+) -> None:
+    """The contract's `tenant` is the job's or the shared one; with `streams`, it describes one of
+    them (a contract of no stream the job loads would never be enforced). An unreadable file is
+    left to `ingest contracts validate`, which names what is wrong in it."""
     try:
         document = read_yaml(file)
     except ConfigError:
-        return None
-    tenant = document.get("tenant") if isinstance(document, dict) else None
-    return tenant if isinstance(tenant, str) else None
+        return
+    if not isinstance(document, dict):
+        return
+    owner = document.get("tenant") if isinstance(document.get("tenant"), str) else None
+    if owner not in (None, SHARED_CONTRACT_TENANT, folder):
+        problems.append(
+            Problem(
+                path,
+                f"{asset!r} is tenant {owner!r}'s contract",
+                f"use a contract of tenant {folder!r} or a shared one (tenant: {SHARED_CONTRACT_TENANT})",
+            )
+        )
+        return
+    objects = [o for o in document.get("schema") or [] if isinstance(o, Mapping)]
+    names = {str(o.get(k)) for o in objects for k in ("name", "physicalName")}
+    if streams and not names & streams:
+        problems.append(
+            Problem(
+                path,
+                f"{asset!r} describes stream(s) {sorted(str(o.get('name')) for o in objects)}, none of "
+                f"which the job loads ({', '.join(sorted(streams))}), so it would never be enforced",
+                "name the stream as the contract does (streams, table_name) or use its contract",
+            )
+        )
 
 
 def _connector(document: Mapping[str, Any], registry: Registry, problems: list[Problem]) -> Connector | None:
